@@ -1,0 +1,58 @@
+"""FCOS R50-FPN 1x on COCO with the official FCOS settings (tianzhi0549/FCOS, fcos_R_50_FPN_1x)."""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.num_classes = 80
+  m.backbone_depth = 50          # 18, 34, 50, 101
+  m.backbone_width = 64          # base width of the ResNet (64 = torchvision's ResNets)
+  m.freeze_at = 2                # frozen: stem + layer1
+  m.fpn_channels = 256
+  m.p6p7_source = 'p5'           # 'p5' or 'c5'
+  m.head_num_convs = 4
+  m.gn_groups = 32
+  m.gn_epsilon = 1e-5
+  m.prior_prob = 0.01
+  m.regression = 'exp'           # 'exp' (official) or 'relu' (improved / torchvision)
+  m.use_scale = True             # learnable per-level scale on the regression output
+  m.centerness_on_reg = False
+  m.dtype = 'float32'            # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Geometry shared by the target assigner and the postprocess.
+  m.strides = (8, 16, 32, 64, 128)
+  m.size_ranges = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
+  m.inclusive_ranges = True
+  m.center_sampling_radius = 0.0
+  m.norm_reg_targets = False
+  m.location_mode = 'half'       # 'half' (official) or 'torchvision'
+  return m
+
+
+def get_loss_config() -> ml_collections.ConfigDict:
+  loss = ml_collections.ConfigDict()
+  loss.focal_alpha = 0.25
+  loss.focal_gamma = 2.0
+  loss.box_loss = 'iou'          # 'iou' (-log IoU) or 'giou'
+  loss.iou_smooth = 1.0          # IoU = (I + smooth) / (U + smooth); 0 = torchvision's I / (U + eps)
+  loss.box_weighting = 'centerness'  # or 'uniform' (torchvision)
+  return loss
+
+
+def get_postprocess_config() -> ml_collections.ConfigDict:
+  p = ml_collections.ConfigDict()
+  p.score_threshold = 0.05
+  p.threshold_on_combined = False  # threshold the class probability (official) or the final score
+  p.pre_nms_top_n = 1000           # per level
+  p.nms_threshold = 0.6
+  p.max_detections = 100
+  p.sqrt_score = True              # final score sqrt(cls * centerness)
+  return p
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.model = get_model_config()
+  config.loss = get_loss_config()
+  config.postprocess = get_postprocess_config()
+  return config

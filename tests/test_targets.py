@@ -1,0 +1,220 @@
+"""The target assigner against a plain-loop numpy reference written from the FCOS definitions."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fcos_jax import targets
+
+STRIDES = (8, 16, 32, 64, 128)
+RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
+
+
+def reference_targets(boxes, classes, valid, image_size, strides=STRIDES, ranges=RANGES,
+                      radius=0.0, norm=False, inclusive=True):
+  """One location at a time, one box at a time, straight from the definitions."""
+  height, width = image_size
+  out_cls, out_ltrb, out_ctr = [], [], []
+  for s, (lo, hi) in zip(strides, ranges):
+    fh, fw = math.ceil(height / s), math.ceil(width / s)
+    for j in range(fh):
+      for i in range(fw):
+        x, y = i * s + s // 2, j * s + s // 2
+        best, best_area = None, None
+        for m in range(len(boxes)):
+          if not valid[m]:
+            continue
+          x0, y0, x1, y1 = (float(v) for v in boxes[m])
+          l, t, r, b = x - x0, y - y0, x1 - x, y1 - y
+          if not (l > 0 and t > 0 and r > 0 and b > 0):
+            continue
+          if radius > 0:
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if not (abs(x - cx) < radius * s and abs(y - cy) < radius * s):
+              continue
+          d = max(l, t, r, b)
+          if inclusive and not (lo <= d <= hi):
+            continue
+          if not inclusive and not (lo < d < hi):
+            continue
+          area = (x1 - x0) * (y1 - y0)
+          if best is None or area < best_area:
+            best, best_area = m, area
+        if best is None:
+          out_cls.append(-1)
+          out_ltrb.append((0.0, 0.0, 0.0, 0.0))
+          out_ctr.append(0.0)
+        else:
+          x0, y0, x1, y1 = (float(v) for v in boxes[best])
+          l, t, r, b = x - x0, y - y0, x1 - x, y1 - y
+          out_cls.append(int(classes[best]))
+          ctr = math.sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))
+          div = s if norm else 1.0
+          out_ltrb.append((l / div, t / div, r / div, b / div))
+          out_ctr.append(ctr)
+  return np.array(out_cls), np.array(out_ltrb), np.array(out_ctr)
+
+
+def run_assigner(boxes, classes, valid, image_size, **kw):
+  fn = jax.jit(lambda b, c, v: targets.assign_targets(
+      b, c, v, image_size=image_size, strides=STRIDES, size_ranges=RANGES, **kw))
+  return jax.tree_util.tree_map(np.asarray, fn(jnp.asarray(boxes, jnp.float32),
+                                               jnp.asarray(classes, jnp.int32),
+                                               jnp.asarray(valid, bool)))
+
+
+def random_gt(rng, image_size, max_boxes, num_valid):
+  """Boxes on a quarter-pixel grid (exact in float32), some reaching past the image border."""
+  h, w = image_size
+  sizes = rng.choice([6, 20, 50, 100, 200, 400, 700], size=max_boxes)
+  wh = np.maximum(sizes[:, None] * rng.uniform(0.3, 1.5, (max_boxes, 2)), 1)
+  c = rng.uniform(-20, [w + 20, h + 20], (max_boxes, 2))
+  boxes = np.round(np.concatenate([c - wh / 2, c + wh / 2], axis=1) * 4) / 4
+  classes = rng.integers(0, 10, max_boxes)
+  valid = np.arange(max_boxes) < num_valid
+  return boxes.astype(np.float32), classes, valid
+
+
+def assert_matches(got, want):
+  np.testing.assert_array_equal(got.classes, want[0])
+  np.testing.assert_allclose(got.ltrb, want[1], rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(got.centerness, want[2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('image_size', [(256, 384), (224, 160), (96, 352)])
+@pytest.mark.parametrize('radius,norm', [(0.0, False), (1.5, True), (1.5, False)])
+def test_random_boxes_match_reference(image_size, radius, norm):
+  rng = np.random.default_rng(hash((image_size, radius, norm)) % 2**32)
+  boxes, classes, valid = random_gt(rng, image_size, max_boxes=12, num_valid=9)
+  got = run_assigner(boxes, classes, valid, image_size, center_sampling_radius=radius,
+                     norm_reg_targets=norm)
+  want = reference_targets(boxes, classes, valid, image_size, radius=radius, norm=norm)
+  assert (want[0] >= 0).sum() > 20, 'test case should have many positives'
+  assert_matches(got, want)
+
+
+def test_shapes_for_sizes_multiple_of_32_only():
+  # 224 = 7 * 32: P6 and P7 have ceil sizes 4 and 2.
+  image_size = (224, 96)
+  boxes = np.array([[10, 20, 90, 200]], np.float32)
+  got = run_assigner(boxes, [3], [True], image_size)
+  n = sum(math.ceil(224 / s) * math.ceil(96 / s) for s in STRIDES)
+  assert got.classes.shape == (n,) and got.ltrb.shape == (n, 4) and got.centerness.shape == (n,)
+  np.testing.assert_array_equal(got.classes, reference_targets(boxes, [3], [True], image_size)[0])
+
+
+def test_no_boxes_and_all_padding_give_background():
+  image_size = (128, 128)
+  for valid in ([False] * 4, []):
+    m = len(valid)
+    boxes = np.tile(np.array([[0, 0, 100, 100]], np.float32), (m, 1)).reshape(m, 4)
+    got = run_assigner(boxes, np.zeros(m, int), np.array(valid, bool), image_size)
+    assert (got.classes == -1).all()
+    assert (got.ltrb == 0).all() and (got.centerness == 0).all()
+
+
+def test_nested_boxes_smallest_area_wins():
+  image_size = (256, 256)
+  # Small box inside a big one; both fit level P3/P4 around the small box's centre.
+  boxes = np.array([[0, 0, 120, 120], [40, 40, 80, 80]], np.float32)
+  got = run_assigner(boxes, [1, 2], [True, True], image_size)
+  # Location (60, 60) on P3 (i = j = 7): inside both, max distance 60 and 20 (both in P3 range).
+  idx = 7 * 32 + 7
+  assert got.classes[idx] == 2
+  np.testing.assert_allclose(got.ltrb[idx], [20, 20, 20, 20])
+  assert got.centerness[idx] == pytest.approx(1.0)
+  assert_matches(got, reference_targets(boxes, [1, 2], [True, True], image_size))
+
+
+def test_equal_area_tie_goes_to_first_box():
+  image_size = (128, 128)
+  boxes = np.array([[0, 0, 60, 60], [10, 10, 70, 70]], np.float32)
+  got = run_assigner(boxes, [4, 7], [True, True], image_size)
+  idx = 5 * 16 + 5  # location (44, 44) on P3, inside both
+  assert got.classes[idx] == 4
+  assert_matches(got, reference_targets(boxes, [4, 7], [True, True], image_size))
+
+
+def test_level_range_borders_are_inclusive():
+  image_size = (256, 256)
+  # P3 location (68, 68) (index (8, 8)) against a box with max distance exactly 64 = P3's upper end.
+  boxes = np.array([[4, 4, 100, 100]], np.float32)
+  p3 = 8 * 32 + 8
+  got = run_assigner(boxes, [5], [True], image_size)
+  assert got.classes[p3] == 5
+  np.testing.assert_allclose(got.ltrb[p3], [64, 64, 32, 32])
+  assert_matches(got, reference_targets(boxes, [5], [True], image_size))
+  strict = run_assigner(boxes, [5], [True], image_size, inclusive_ranges=False)
+  assert strict.classes[p3] == -1
+  assert_matches(strict, reference_targets(boxes, [5], [True], image_size, inclusive=False))
+  # P4 location (72, 72) (index (4, 4)) with max distance exactly 64 = P4's lower end.
+  boxes = np.array([[8, 8, 120, 120]], np.float32)
+  p4 = 32 * 32 + 4 * 16 + 4
+  got = run_assigner(boxes, [6], [True], image_size)
+  assert got.classes[p4] == 6
+  np.testing.assert_allclose(got.ltrb[p4], [64, 64, 48, 48])
+  strict = run_assigner(boxes, [6], [True], image_size, inclusive_ranges=False)
+  assert strict.classes[p4] == -1
+  assert_matches(got, reference_targets(boxes, [6], [True], image_size))
+
+
+def test_degenerate_boxes_have_no_positives():
+  image_size = (128, 128)
+  boxes = np.array([[20, 20, 20, 80], [20, 50, 90, 50], [60, 60, 40, 40]], np.float32)
+  got = run_assigner(boxes, [0, 1, 2], [True] * 3, image_size)
+  assert (got.classes == -1).all()
+  assert not np.isnan(got.centerness).any()
+
+
+def test_boxes_partly_outside_image():
+  image_size = (128, 128)
+  boxes = np.array([[-40, -30, 30, 50], [100, 90, 200, 180]], np.float32)
+  got = run_assigner(boxes, [1, 2], [True, True], image_size)
+  want = reference_targets(boxes, [1, 2], [True, True], image_size)
+  assert (want[0] == 1).any() and (want[0] == 2).any()
+  assert_matches(got, want)
+
+
+def test_all_max_boxes_used():
+  rng = np.random.default_rng(7)
+  image_size = (192, 256)
+  boxes, classes, valid = random_gt(rng, image_size, max_boxes=16, num_valid=16)
+  got = run_assigner(boxes, classes, valid, image_size, center_sampling_radius=1.5)
+  assert_matches(got, reference_targets(boxes, classes, valid, image_size, radius=1.5))
+
+
+def test_center_sampling_restricts_to_center_region():
+  image_size = (256, 256)
+  boxes = np.array([[8, 8, 248, 248]], np.float32)  # big box: P5/P6 level
+  off = run_assigner(boxes, [0], [True], image_size)
+  on = run_assigner(boxes, [0], [True], image_size, center_sampling_radius=1.5)
+  assert (on.classes >= 0).sum() < (off.classes >= 0).sum()
+  assert ((on.classes >= 0) <= (off.classes >= 0)).all()  # a subset
+  assert_matches(on, reference_targets(boxes, [0], [True], image_size, radius=1.5))
+
+
+def test_batched_vmap_matches_per_image():
+  rng = np.random.default_rng(3)
+  image_size = (128, 192)
+  gts = [random_gt(rng, image_size, 6, n) for n in (0, 3, 6)]
+  batch = [np.stack(x) for x in zip(*gts)]
+  got = targets.assign_targets_batch(jnp.asarray(batch[0]), jnp.asarray(batch[1]),
+                                     jnp.asarray(batch[2]), image_size=image_size)
+  for k, gt in enumerate(gts):
+    want = reference_targets(*gt, image_size)
+    np.testing.assert_array_equal(np.asarray(got.classes[k]), want[0])
+    np.testing.assert_allclose(np.asarray(got.ltrb[k]), want[1], atol=1e-5)
+
+
+def test_torchvision_location_mode():
+  image_size = (256, 320)
+  xy = targets.locations(image_size, STRIDES, mode='torchvision')
+  # P7 is 2 x 3: torchvision's anchor stride is 256 // 2 = 128 in y and 320 // 3 = 106 in x.
+  p7 = xy[-6:]
+  np.testing.assert_array_equal(p7[:, 0], [0, 106, 212, 0, 106, 212])
+  np.testing.assert_array_equal(p7[:, 1], [0, 0, 0, 128, 128, 128])
+  half = targets.locations(image_size, STRIDES)
+  np.testing.assert_array_equal(half[:3], [[4, 4], [12, 4], [20, 4]])
