@@ -54,7 +54,8 @@ def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_o
   Args: boxes [K, 4], scores [K], classes [K], valid [K]. Returns indices [max_output] into the
   inputs and a mask [max_output] of which are real.
   """
-  alive = valid.astype(bool)
+  boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
+  alive = jnp.asarray(valid, bool)
 
   def step(alive, _):
     masked = jnp.where(alive, scores, -jnp.inf)

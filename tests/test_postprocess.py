@@ -1,0 +1,153 @@
+"""NMS and the full postprocess against sequential numpy references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fcos_jax import postprocess
+
+STRIDES = (8, 16, 32, 64, 128)
+
+
+def np_iou(a, b):
+  iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
+  ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+  inter = iw * ih
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return inter / union if union > 0 else 0.0
+
+
+def greedy_nms(boxes, scores, classes, thr):
+  """Plain sequential greedy class-wise NMS: indices kept, best first."""
+  order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep index order
+  kept = []
+  for i in order:
+    if all(classes[i] != classes[k] or np_iou(boxes[i], boxes[k]) <= thr for k in kept):
+      kept.append(i)
+  return kept
+
+
+def random_boxes(rng, k, size=100.0):
+  xy = rng.uniform(0, size, (k, 2))
+  wh = rng.uniform(2, size / 3, (k, 2))
+  return np.concatenate([xy, xy + wh], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize('seed,num_classes,thr', [(0, 1, 0.5), (1, 3, 0.6), (2, 5, 0.3)])
+def test_nms_matches_sequential_greedy(seed, num_classes, thr):
+  rng = np.random.default_rng(seed)
+  k = 300
+  boxes = random_boxes(rng, k)
+  scores = rng.random(k).astype(np.float32)
+  classes = rng.integers(0, num_classes, k)
+  valid = rng.random(k) < 0.9
+  nms = jax.jit(lambda *a: postprocess.class_wise_nms(*a, iou_threshold=thr, max_output=k))
+  idx, found = (np.asarray(x) for x in nms(boxes, scores, classes, valid))
+  sel = [i for i in range(k) if valid[i]]
+  want = [sel[i] for i in greedy_nms(boxes[sel], scores[sel], classes[sel], thr)]
+  assert len(want) > 10
+  assert list(idx[found]) == want
+  assert not found[len(want):].any()
+
+
+def test_nms_truncates_to_max_output_keeping_the_best():
+  rng = np.random.default_rng(5)
+  boxes = random_boxes(rng, 200)
+  scores = rng.random(200).astype(np.float32)
+  classes = np.zeros(200, int)
+  idx, found = postprocess.class_wise_nms(boxes, scores, classes, np.ones(200, bool),
+                                          iou_threshold=0.5, max_output=7)
+  want = greedy_nms(boxes, scores, classes, 0.5)[:7]
+  assert list(np.asarray(idx)) == want and np.asarray(found).all()
+
+
+def test_nms_with_ties_and_identical_boxes():
+  boxes = np.array([[0, 0, 10, 10]] * 4 + [[50, 50, 60, 60]], np.float32)
+  scores = np.array([0.5, 0.5, 0.9, 0.5, 0.5], np.float32)
+  classes = np.array([0, 1, 0, 1, 0])
+  idx, found = postprocess.class_wise_nms(boxes, scores, classes, np.ones(5, bool),
+                                          iou_threshold=0.6, max_output=5)
+  assert list(np.asarray(idx)[np.asarray(found)]) == greedy_nms(boxes, scores, classes, 0.6)
+  assert list(np.asarray(idx)[np.asarray(found)]) == [2, 1, 4]
+
+
+def reference_postprocess(cls_logits, reg, ctr, image_size, clip_size, *, norm, thr,
+                          on_combined, top_n, nms_thr, max_det, sqrt_score):
+  """Straight from the definitions, one level and one candidate at a time."""
+  h, w = image_size
+  prob = 1 / (1 + np.exp(-cls_logits.astype(np.float64)))
+  cprob = 1 / (1 + np.exp(-ctr.astype(np.float64)))
+  cand_boxes, cand_scores, cand_classes = [], [], []
+  start = 0
+  for s in STRIDES:
+    fh, fw = math.ceil(h / s), math.ceil(w / s)
+    level = []
+    for j in range(fh):
+      for i in range(fw):
+        n = start + j * fw + i
+        for c in range(cls_logits.shape[1]):
+          score = prob[n, c] * cprob[n]
+          final = math.sqrt(score) if sqrt_score else score
+          if (final if on_combined else prob[n, c]) > thr:
+            level.append((score, n, c, i * s + s // 2, j * s + s // 2))
+    level.sort(key=lambda e: -e[0])
+    for score, n, c, x, y in level[:top_n]:
+      d = reg[n] * (s if norm else 1.0)
+      box = [x - d[0], y - d[1], x + d[2], y + d[3]]
+      box = [min(max(box[0], 0), clip_size[1]), min(max(box[1], 0), clip_size[0]),
+             min(max(box[2], 0), clip_size[1]), min(max(box[3], 0), clip_size[0])]
+      cand_boxes.append(box)
+      cand_scores.append(math.sqrt(score) if sqrt_score else score)
+      cand_classes.append(c)
+    start += fh * fw
+  keep = greedy_nms(np.array(cand_boxes), cand_scores, cand_classes, nms_thr)[:max_det]
+  return ([cand_boxes[k] for k in keep], [cand_scores[k] for k in keep],
+          [cand_classes[k] for k in keep])
+
+
+@pytest.mark.parametrize('norm,on_combined,sqrt_score', [(False, False, True),
+                                                          (True, True, True),
+                                                          (True, False, False)])
+def test_postprocess_matches_reference(norm, on_combined, sqrt_score):
+  rng = np.random.default_rng(11)
+  image_size, clip, num_classes = (96, 128), (90, 100), 3
+  n = sum(math.ceil(96 / s) * math.ceil(128 / s) for s in STRIDES)
+  cls_logits = rng.normal(-2.5, 1.5, (n, num_classes)).astype(np.float32)
+  reg = rng.uniform(0.5, 3 if norm else 30, (n, 4)).astype(np.float32)
+  ctr = rng.normal(0, 1, n).astype(np.float32)
+  kw = dict(score_threshold=0.3, threshold_on_combined=on_combined, pre_nms_top_n=20,
+            nms_threshold=0.5, max_detections=15, sqrt_score=sqrt_score)
+  fn = jax.jit(lambda c, r, t, cs: postprocess.postprocess_image(
+      c, r, t, image_size=image_size, clip_size=cs, strides=STRIDES, norm_reg_targets=norm, **kw))
+  det = jax.tree_util.tree_map(np.asarray, fn(cls_logits, reg, ctr, np.array(clip, np.float32)))
+  want_boxes, want_scores, want_classes = reference_postprocess(
+      cls_logits, reg, ctr, image_size, clip, norm=norm, thr=0.3, on_combined=on_combined,
+      top_n=20, nms_thr=0.5, max_det=15, sqrt_score=sqrt_score)
+  k = len(want_scores)
+  assert 5 <= k <= 15
+  assert det.num_valid == k and det.valid[:k].all() and not det.valid[k:].any()
+  np.testing.assert_allclose(det.boxes[:k], want_boxes, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(det.scores[:k], want_scores, rtol=1e-5)
+  np.testing.assert_array_equal(det.classes[:k], want_classes)
+  assert (det.boxes[:, 2] <= clip[1]).all() and (det.boxes[:, 3] <= clip[0]).all()
+
+
+def test_batched_output_shapes_and_padding_rows():
+  image_size = (64, 96)
+  n = sum(math.ceil(64 / s) * math.ceil(96 / s) for s in STRIDES)
+  cls_logits = jnp.full((2, n, 4), -10.0).at[1, 5, 2].set(5.0)  # one confident detection
+  reg = jnp.ones((2, n, 4)) * 10
+  ctr = jnp.zeros((2, n))
+  det = postprocess.postprocess(cls_logits, reg, ctr, image_size=image_size, strides=STRIDES,
+                                max_detections=100)
+  assert det.boxes.shape == (2, 100, 4) and det.scores.shape == (2, 100)
+  assert det.classes.shape == (2, 100) and det.valid.shape == (2, 100)
+  np.testing.assert_array_equal(np.asarray(det.num_valid), [0, 1])
+  assert int(det.classes[1, 0]) == 2
+  # Location 5 of P3 sits at (44, 4): box (34, -6, 54, 14) clipped at y = 0.
+  np.testing.assert_allclose(np.asarray(det.boxes[1, 0]), [34, 0, 54, 14])
+  assert (np.asarray(det.classes[0]) == -1).all() and (np.asarray(det.scores[0]) == 0).all()
+  assert (np.asarray(det.boxes[1, 1:]) == 0).all() and (np.asarray(det.classes[1, 1:]) == -1).all()
