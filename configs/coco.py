@@ -50,8 +50,29 @@ def get_postprocess_config() -> ml_collections.ConfigDict:
   return p
 
 
+def get_data_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.dataset = 'coco/2017'        # any TFDS dataset with the coco/2017 features
+  d.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default
+  d.train_split = 'train'
+  d.eval_split = 'validation'
+  d.min_sizes = (800,)           # shorter side for training; one drawn per image
+  d.max_size = 1333
+  d.eval_min_size = 800
+  d.size_divisibility = 128      # padded shapes are multiples of this (P7 stays exact)
+  d.aspect_buckets = True        # landscape + portrait bucket; False: one square shape
+  d.max_boxes = 100
+  d.random_flip = True
+  d.shuffle_buffer = 1000
+  # torchvision's ImageNet statistics, RGB in 0..255 (the ImageNet ResNet-50 weights expect them).
+  d.pixel_mean = (123.675, 116.28, 103.53)
+  d.pixel_std = (58.395, 57.12, 57.375)
+  return d
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.data = get_data_config()
   config.model = get_model_config()
   config.loss = get_loss_config()
   config.postprocess = get_postprocess_config()

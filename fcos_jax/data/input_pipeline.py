@@ -1,0 +1,267 @@
+"""tf.data input pipelines from TFDS to device-ready batches with static shapes.
+
+Training: each process reads its own part of the split, drops crowd boxes and images left
+without boxes, resizes (random shorter side from `min_sizes`), flips, and pads to one of at most
+two bucket shapes (landscape / portrait, multiples of `size_divisibility`). Each batch holds one
+bucket. Which bucket a step uses is drawn from a seeded sequence that is the same on every
+process, so all processes feed the same shape to the same step of the SPMD program.
+
+Evaluation: deterministic, no flip, every image of the split exactly once; a bucket's last partial
+batch is filled with masked dummy examples ('mask' False), never dropped. Each example carries its
+image id, original (h, w) and resized (h, w) so detections map back to the original image.
+"""
+
+import collections
+import dataclasses
+import itertools
+import json
+import logging
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from fcos_jax.data import preprocessing as pp
+
+# COCO 2017's 80 category ids, in the order of its annotation file (= TFDS coco/2017 labels).
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
+    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
+    81, 82, 84, 85, 86, 87, 88, 89, 90)
+
+
+class DatasetNotPreparedError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Categories:
+  """label (0..K-1) -> COCO category id and name."""
+  ids: Tuple[int, ...]
+  names: Tuple[str, ...]
+
+  def to_coco(self) -> List[Dict[str, Any]]:
+    return [{'id': i, 'name': n} for i, n in zip(self.ids, self.names)]
+
+
+def get_builder(data_config) -> tfds.core.DatasetBuilder:
+  """The TFDS builder named by the config; a clear error if the data is not prepared."""
+  name, data_dir = data_config.dataset, data_config.data_dir
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotPreparedError(
+        f'TFDS dataset {name!r} not found in data_dir={data_dir!r}. For a COCO-format dataset '
+        f'run `python -m fcos_jax.data.convert_coco --name {name} --data_dir DIR ...`; for a '
+        f'TFDS catalog dataset run `tfds build {name} --data_dir DIR`.') from e
+  if not builder.is_prepared():
+    raise DatasetNotPreparedError(
+        f'TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with '
+        f'`tfds build {name} --data_dir {data_dir or "~/tensorflow_datasets"}` (COCO needs '
+        f'the ~25 GB download; with manual files use --manual_dir), or in Python '
+        f'`tfds.builder({name!r}, data_dir=...).download_and_prepare()`. A COCO-format dataset '
+        'of your own: `python -m fcos_jax.data.convert_coco`.')
+  return builder
+
+
+def get_categories(builder) -> Categories:
+  """Categories of a dataset: `categories.json` written by the converter, else COCO's ids."""
+  names = tuple(builder.info.features['objects']['label'].names)
+  path = os.path.join(str(builder.data_dir), 'categories.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      cats = json.load(f)
+    return Categories(tuple(c['id'] for c in cats), tuple(c['name'] for c in cats))
+  if len(names) == len(COCO_CATEGORY_IDS):
+    return Categories(COCO_CATEGORY_IDS, names)
+  return Categories(tuple(range(1, len(names) + 1)), names)  # no ids known: 1..K
+
+
+def process_split(builder, split: str, process_index: int, process_count: int):
+  """This process's disjoint, near-equal part of `split`."""
+  if process_count == 1:
+    return split
+  return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def _decode(example: Dict[str, tf.Tensor]) -> tf.Tensor:
+  return tf.ensure_shape(tf.io.decode_image(example['image'], channels=3,
+                                            expand_animations=False), (None, None, 3))
+
+
+def _read(builder, split, shuffle_seed=None) -> tf.data.Dataset:
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                            read_config=read_config,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+
+
+def _with_shape(num_buckets):
+  def fn(ex):
+    hw = pp.image_shape_from_header(ex['image'])
+    return dict(ex, _hw=hw, _bucket=pp.bucket_index(hw, num_buckets))
+  return fn
+
+
+def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> Dict[str, Any]:
+  """Header-only scan of the first examples of `split`: bucket fractions and empty images.
+
+  Run identically on every process (same examples), so the bucket weights agree everywhere.
+  """
+  shapes = pp.bucket_shapes(data_config.min_sizes, data_config.max_size,
+                            data_config.size_divisibility, data_config.aspect_buckets)
+  ds = _read(builder, split).take(max_examples).map(_with_shape(len(shapes)))
+  counts = np.zeros(len(shapes), np.int64)
+  empty = total = 0
+  for ex in ds.map(lambda e: (e['_bucket'], tf.reduce_any(~e['objects']['is_crowd']))
+                   ).as_numpy_iterator():
+    counts[ex[0]] += 1
+    empty += int(not ex[1])
+    total += 1
+  if total == 0:
+    raise ValueError(f'split {split!r} of {builder.name} is empty')
+  return {'bucket_fractions': counts / total, 'scanned': total, 'without_boxes': empty}
+
+
+def _train_preprocess(data_config, shape, seed):
+  min_sizes = tf.constant(list(data_config.min_sizes), tf.float32)
+
+  def fn(index, ex):
+    rng = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 2)
+    image = _decode(ex)
+    hw = tf.shape(image)[:2]
+    keep = ~ex['objects']['is_crowd']
+    boxes = pp.normalized_to_absolute(tf.boolean_mask(ex['objects']['bbox'], keep), hw)
+    classes = tf.boolean_mask(ex['objects']['label'], keep)
+    pick = tf.random.stateless_uniform([], rng[0], 0, len(data_config.min_sizes), tf.int32)
+    scale = pp.resize_scale(hw, min_sizes[pick], data_config.max_size)
+    image, new_hw = pp.resize_image(image, scale)
+    ratio = tf.cast(new_hw, tf.float32) / tf.cast(hw, tf.float32)
+    boxes = boxes * tf.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
+    if data_config.random_flip:
+      flip = tf.random.stateless_uniform([], rng[1]) < 0.5
+      image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+      boxes = tf.cond(flip, lambda: pp.flip_boxes(boxes, new_hw[1]), lambda: boxes)
+    out = pp.pad_boxes(boxes, classes, data_config.max_boxes)
+    out.update(image=pp.pad_image(image, shape), image_size=new_hw,
+               image_id=tf.cast(ex['image/id'], tf.int32))
+    return out
+  return fn
+
+
+def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
+                         process_index: Optional[int] = None,
+                         process_count: Optional[int] = None,
+                         bucket_weights: Optional[Sequence[float]] = None) -> tf.data.Dataset:
+  """Infinite dataset of batches of `batch_size` (this process's share of the global batch).
+
+  Elements: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2] (resized h, w), 'boxes'
+  float32 [B, M, 4] (x0, y0, x1, y1), 'classes' int32 [B, M], 'box_valid' bool [B, M],
+  'num_truncated' int32 [B], 'image_id' int32 [B]. (H, W) is one of `bucket_shapes`.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  builder = get_builder(data_config)
+  shapes = pp.bucket_shapes(data_config.min_sizes, data_config.max_size,
+                            data_config.size_divisibility, data_config.aspect_buckets)
+  if bucket_weights is None:
+    stats = scan_buckets(builder, data_config, data_config.train_split)
+    bucket_weights = stats['bucket_fractions']
+    logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
+                 'are skipped in training', np.round(bucket_weights, 3), stats['scanned'],
+                 stats['without_boxes'])
+  split = process_split(builder, data_config.train_split, process_index, process_count)
+  streams, weights = [], []
+  for b, shape in enumerate(shapes):
+    if bucket_weights[b] <= 0:
+      continue
+    ds = _read(builder, split, shuffle_seed=seed + 1000 * process_index)
+    ds = ds.map(_with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.filter(lambda ex, b=b: (ex['_bucket'] == b) &
+                   tf.reduce_any(~ex['objects']['is_crowd']))
+    ds = ds.repeat().shuffle(data_config.shuffle_buffer,
+                             seed=seed + 7919 * process_index + b)
+    ds = ds.enumerate()
+    ds = ds.map(_train_preprocess(data_config, shape,
+                                  seed * 1_000_003 + 7919 * process_index + 101 * b),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    streams.append(ds.batch(batch_size, drop_remainder=True))
+    weights.append(float(bucket_weights[b]))
+  if len(streams) == 1:
+    ds = streams[0]
+  else:
+    # Same seed on every process: the bucket of step k is the same everywhere.
+    ds = tf.data.Dataset.sample_from_datasets(streams, weights, seed=seed)
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_preprocess(data_config, shape):
+  def fn(ex):
+    image = _decode(ex)
+    hw = tf.shape(image)[:2]
+    scale = pp.resize_scale(hw, data_config.eval_min_size, data_config.max_size)
+    image, new_hw = pp.resize_image(image, scale)
+    return {'image': pp.pad_image(image, shape), 'image_size': new_hw, 'orig_size': hw,
+            'image_id': ex['image/id'], 'mask': tf.constant(True)}
+  return fn
+
+
+def _pad_batch(batch_size):
+  def fn(batch):
+    n = tf.shape(batch['mask'])[0]
+
+    def pad(x):
+      x = tf.pad(x, [[0, batch_size - n]] + [[0, 0]] * (len(x.shape) - 1))
+      return tf.ensure_shape(x, [batch_size] + x.shape[1:])
+    return {k: pad(v) for k, v in batch.items()}
+  return fn
+
+
+def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = None,
+                        process_index: Optional[int] = None,
+                        process_count: Optional[int] = None) -> tf.data.Dataset:
+  """Finite dataset: every image of this process's part of the split exactly once.
+
+  Elements: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2] (resized h, w), 'orig_size'
+  int32 [B, 2], 'image_id' int64 [B], 'mask' bool [B] (False on padding examples).
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  builder = get_builder(data_config)
+  split = process_split(builder, split or data_config.eval_split, process_index, process_count)
+  shapes = pp.bucket_shapes((data_config.eval_min_size,), data_config.max_size,
+                            data_config.size_divisibility, data_config.aspect_buckets)
+  ds = None
+  for b, shape in enumerate(shapes):
+    part = _read(builder, split).map(_with_shape(len(shapes)))
+    part = part.filter(lambda ex, b=b: ex['_bucket'] == b)
+    part = part.map(_eval_preprocess(data_config, shape), num_parallel_calls=tf.data.AUTOTUNE)
+    part = part.batch(batch_size).map(_pad_batch(batch_size))
+    ds = part if ds is None else ds.concatenate(part)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def device_prefetch(batches: Iterator[Dict[str, np.ndarray]], sharding,
+                    size: int = 2) -> Iterator[Dict[str, jax.Array]]:
+  """Turns host-local numpy batches into global arrays with `sharding` (leading batch axis split
+  over the data-parallel devices), keeping `size` batches in flight."""
+  queue = collections.deque()
+  batches = iter(batches)
+
+  def put(batch):
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+  for batch in itertools.islice(batches, size):
+    queue.append(put(batch))
+  for batch in batches:
+    queue.append(put(batch))
+    yield queue.popleft()
+  while queue:
+    yield queue.popleft()
