@@ -1,0 +1,172 @@
+"""The COCO-format -> TFDS converter: coco/2017 features, every bad-input kind, no silent loss."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from fcos_jax.data import convert_coco
+
+
+def feature_signature(features):
+  """{path: (class name, dtype, shape)} of a FeaturesDict, label names aside."""
+  out = {}
+  for key, f in features.items():
+    if isinstance(f, tfds.features.Sequence):
+      for k, sub in f.feature.items():
+        out[f'{key}/{k}'] = (type(sub).__name__, str(sub.dtype), sub.shape)
+    else:
+      out[key] = (type(f).__name__, str(f.dtype), f.shape)
+  return out
+
+
+def test_features_match_tfds_coco_2017():
+  coco = tfds.builder('coco/2017').info.features
+  ours = convert_coco.coco_features([f'c{i}' for i in range(80)])
+  assert feature_signature(ours) == feature_signature(coco)
+  assert ours['objects']['label'].num_classes == 80
+
+
+def write_image(path, mode='RGB', size=(40, 30), fmt=None):
+  rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+  w, h = size
+  if mode == 'L':
+    im = Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), 'L')
+  else:
+    im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
+  im.save(path, format=fmt)
+  return im
+
+
+@pytest.fixture
+def bad_dataset(tmp_path):
+  img = tmp_path / 'images'
+  img.mkdir()
+  write_image(img / 'ok.jpg')
+  gray = write_image(img / 'gray.jpg', 'L')
+  cmyk = write_image(img / 'cmyk.jpg', 'CMYK')
+  png = write_image(img / 'rgb.png', fmt='PNG')
+  rgba = write_image(img / 'rgba.png', 'RGBA', fmt='PNG')
+  (img / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
+  write_image(img / 'wrong_size.jpg', size=(50, 30))
+  write_image(img / 'empty.jpg')
+  images = [
+      {'id': 1, 'file_name': 'ok.jpg', 'width': 40, 'height': 30},
+      {'id': 2, 'file_name': 'gray.jpg', 'width': 40, 'height': 30},
+      {'id': 3, 'file_name': 'cmyk.jpg', 'width': 40, 'height': 30},
+      {'id': 4, 'file_name': 'rgb.png', 'width': 40, 'height': 30},
+      {'id': 5, 'file_name': 'rgba.png', 'width': 40, 'height': 30},
+      {'id': 6, 'file_name': 'corrupt.jpg', 'width': 40, 'height': 30},
+      {'id': 7, 'file_name': 'missing.jpg', 'width': 40, 'height': 30},
+      {'id': 8, 'file_name': 'wrong_size.jpg', 'width': 40, 'height': 30},
+      {'id': 9, 'file_name': 'empty.jpg', 'width': 40, 'height': 30},
+      {'id': 1, 'file_name': 'dup.jpg', 'width': 40, 'height': 30},       # duplicate id
+      {'id': 10, 'file_name': 'no_size.jpg'},                               # malformed
+  ]
+  def ann(i, image_id, bbox, cat=1, **kw):
+    return dict(id=i, image_id=image_id, category_id=cat, bbox=bbox, **kw)
+  annotations = [
+      ann(1, 1, [2, 3, 10, 8], area=70, iscrowd=0),
+      ann(2, 1, [30, 20, 20, 20]),              # partly outside: clipped to (30, 20, 40, 30)
+      ann(3, 1, [5, 5, 0, 4]),                  # zero width
+      ann(4, 1, [5, 5, 4, -2]),                 # negative height
+      ann(5, 1, [45, 5, 4, 4]),                 # fully outside
+      ann(6, 99, [1, 1, 4, 4]),                 # unknown image
+      ann(7, 1, [1, 1, 4, 4], cat=42),          # unknown category
+      ann(8, 2, [1, 1, 4, 4], cat=3, iscrowd=1),
+      ann(9, 3, [1, 1, 4, 4]), ann(10, 4, [1, 1, 4, 4]), ann(11, 5, [1, 1, 4, 4]),
+      ann(12, 6, [1, 1, 4, 4]),                 # on the corrupt image
+      ann(13, 7, [1, 1, 4, 4]),                 # on the missing image
+      ann(13, 1, [1, 1, 4, 4]),                 # duplicate annotation id
+      {'id': 14, 'image_id': 1, 'bbox': [1, 1, 2]},  # malformed
+  ]
+  coco = {'images': images, 'annotations': annotations,
+          'categories': [{'id': 1, 'name': 'a'}, {'id': 3, 'name': 'b'}]}
+  path = tmp_path / 'ann.json'
+  path.write_text(json.dumps(coco))
+  return tmp_path, str(path), str(img), {'gray': gray, 'cmyk': cmyk, 'png': png, 'rgba': rgba}
+
+
+def test_every_bad_input_kind_is_counted_and_good_data_kept(bad_dataset):
+  tmp, ann_path, img_dir, originals = bad_dataset
+  report = convert_coco.convert('bad', str(tmp / 'tfds'), {'train': (ann_path, img_dir)})
+  c = report.counts
+  assert c['malformed_record'] == 2 and c['duplicate_id'] == 2
+  assert c['degenerate_box'] == 2 and c['box_outside_image'] == 1 and c['box_clipped'] == 1
+  assert c['unknown_image'] == 1 and c['unknown_category'] == 1
+  assert c['missing_file'] == 1 and c['corrupt_image'] == 1 and c['size_mismatch'] == 1
+  assert c['annotation_of_skipped_image'] == 2
+  assert c['converted_to_rgb'] == 3 and c['non_jpeg_image'] == 1
+  assert c['image_without_boxes'] == 1  # 'empty.jpg'
+  # The messages name ids and files.
+  assert any('corrupt.jpg' in m and 'image id 6' in m for m in report.examples['corrupt_image'])
+  assert any('annotation id 5' in m for m in report.examples['box_outside_image'])
+  summary = report.summary()
+  assert 'corrupt_image' in summary and 'box_clipped' in summary
+
+  builder = tfds.builder('bad', data_dir=str(tmp / 'tfds'))
+  examples = {int(e['image/id']): e for e in tfds.as_numpy(builder.as_dataset(split='train'))}
+  # 11 image records: 2 malformed/duplicate, 3 unusable (corrupt, missing, wrong size).
+  assert sorted(examples) == [1, 2, 3, 4, 5, 9]
+  ok = examples[1]['objects']
+  np.testing.assert_array_equal(ok['id'], [1, 2])
+  # bbox normalized [ymin, xmin, ymax, xmax]; annotation 2 clipped to the 40x30 image.
+  np.testing.assert_allclose(ok['bbox'], [[3 / 30, 2 / 40, 11 / 30, 12 / 40],
+                                          [20 / 30, 30 / 40, 1.0, 1.0]], rtol=1e-6)
+  np.testing.assert_array_equal(ok['label'], [0, 0])
+  np.testing.assert_array_equal(ok['area'], [70, 100])
+  assert examples[2]['objects']['is_crowd'].tolist() == [True]
+  assert examples[2]['objects']['label'].tolist() == [1]
+  for image_id, key in ((2, 'gray'), (3, 'cmyk'), (5, 'rgba')):
+    img = examples[image_id]['image']
+    assert img.shape == (30, 40, 3)
+    # Converted with PIL's RGB conversion of the decoded file and stored losslessly.
+    with Image.open(f'{img_dir}/{images_by_id(ann_path)[image_id]}') as im:
+      np.testing.assert_array_equal(img, np.asarray(im.convert('RGB')))
+  np.testing.assert_array_equal(examples[5]['image'], np.asarray(originals['rgba'].convert('RGB')))
+  np.testing.assert_array_equal(examples[4]['image'], np.asarray(originals['png']))
+  with open(f'{builder.data_dir}/categories.json') as f:
+    assert json.load(f) == [{'id': 1, 'name': 'a'}, {'id': 3, 'name': 'b'}]
+  with open(f'{builder.data_dir}/conversion_report.json') as f:
+    assert json.load(f)['counts']['corrupt_image'] == 1
+
+
+def images_by_id(ann_path):
+  with open(ann_path) as f:
+    return {im['id']: im['file_name'] for im in json.load(f)['images']}
+
+
+def test_on_error_fail_stops_with_the_id(bad_dataset):
+  tmp, ann_path, img_dir, _ = bad_dataset
+  with pytest.raises(convert_coco.ConversionError, match='malformed_record|duplicate_id'):
+    convert_coco.convert('bad_fail', str(tmp / 'tfds2'), {'train': (ann_path, img_dir)},
+                         on_error='fail')
+
+
+@pytest.mark.parametrize('content,match', [
+    ('{"images": [', 'malformed JSON'),
+    ('[1, 2]', 'top level must be a JSON object'),
+    ('{"images": [], "annotations": []}', r"missing top-level key\(s\) \['categories'\]"),
+    ('{"images": [], "annotations": [], "categories": [{"name": "x"}]}', 'malformed category'),
+])
+def test_unusable_annotation_files_fail_clearly(tmp_path, content, match):
+  path = tmp_path / 'a.json'
+  path.write_text(content)
+  with pytest.raises(convert_coco.ConversionError, match=match):
+    convert_coco.convert('x', str(tmp_path / 'tfds'), {'train': (str(path), str(tmp_path))})
+
+
+def test_command_line(tmp_path, shapes_coco):
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, '-m', 'fcos_jax.data.convert_coco', '--name', 'cli_shapes',
+       '--data_dir', str(tmp_path), '--annotations', f'{shapes_coco}/annotations/validation.json',
+       '--images', f'{shapes_coco}/images/validation', '--split', 'validation'],
+      capture_output=True, text=True, check=True)
+  assert 'conversion summary' in out.stdout
+  builder = tfds.builder('cli_shapes', data_dir=str(tmp_path))
+  with open(f'{shapes_coco}/annotations/validation.json') as f:
+    assert builder.info.splits['validation'].num_examples == len(json.load(f)['images'])

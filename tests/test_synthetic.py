@@ -1,0 +1,56 @@
+"""The synthetic shapes dataset: deterministic, valid COCO, and not trivial."""
+
+import filecmp
+import json
+import os
+
+import numpy as np
+
+from fcos_jax.data import synthetic
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path):
+  a, b, c = (str(tmp_path / n) for n in 'abc')
+  for out, seed in ((a, 3), (b, 3), (c, 4)):
+    synthetic.generate(out, {'train': 6}, seed=seed, image_size=(64, 80))
+  files = sorted(os.listdir(f'{a}/images/train'))
+  assert len(files) == 6
+  match, mismatch, errors = filecmp.cmpfiles(f'{a}/images/train', f'{b}/images/train', files,
+                                             shallow=False)
+  assert len(match) == 6 and not mismatch and not errors
+  assert filecmp.cmp(f'{a}/annotations/train.json', f'{b}/annotations/train.json', shallow=False)
+  assert not filecmp.cmp(f'{a}/annotations/train.json', f'{c}/annotations/train.json',
+                         shallow=False)
+
+
+def test_annotations_are_valid_and_varied(shapes_coco):
+  with open(f'{shapes_coco}/annotations/train.json') as f:
+    coco = json.load(f)
+  sizes = {(im['height'], im['width']) for im in coco['images']}
+  assert len(sizes) > 5
+  assert any(h > w for h, w in sizes) and any(w > h for h, w in sizes)
+  by_id = {im['id']: im for im in coco['images']}
+  per_image = {im['id']: 0 for im in coco['images']}
+  cats = {c['id'] for c in coco['categories']}
+  areas, at_border = [], 0
+  for a in coco['annotations']:
+    im = by_id[a['image_id']]
+    x, y, w, h = a['bbox']
+    assert w > 0 and h > 0 and x >= 0 and y >= 0
+    assert x + w <= im['width'] and y + h <= im['height']
+    assert a['category_id'] in cats
+    per_image[a['image_id']] += 1
+    areas.append(w * h / (im['width'] * im['height']))
+    at_border += x == 0 or y == 0 or x + w == im['width'] or y + h == im['height']
+  assert {a['category_id'] for a in coco['annotations']} == cats  # every class occurs
+  assert max(per_image.values()) >= 3  # several objects per image
+  assert min(areas) < 0.02 and max(areas) > 0.2  # small and large objects
+  assert at_border > 0  # objects cut by the border
+
+
+def test_some_images_have_no_objects(tmp_path):
+  coco = synthetic.generate_split(str(tmp_path), 'train', 40, seed=1, image_size=(48, 48),
+                                  empty_fraction=0.2)
+  with_objects = {a['image_id'] for a in coco['annotations']}
+  assert 0 < len(coco['images']) - len(with_objects) < 40
+
