@@ -1,6 +1,6 @@
 """Time one jitted target-assigner call (one image) and a batch, on the default JAX device.
 
-python benchmarks/bench_targets.py [--height 800 --width 1344 --boxes 100 --batch 8]
+python -m benchmarks.bench_targets [--height 800 --width 1344 --boxes 100 --batch 8]
 """
 
 import argparse

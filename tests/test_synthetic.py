@@ -54,3 +54,17 @@ def test_some_images_have_no_objects(tmp_path):
   with_objects = {a['image_id'] for a in coco['annotations']}
   assert 0 < len(coco['images']) - len(with_objects) < 40
 
+
+
+def test_ensure_dataset_generates_and_converts_once(tmp_path):
+  import tensorflow_datasets as tfds
+  data_dir = str(tmp_path)
+  raw = synthetic.ensure_dataset('tiny_shapes', data_dir, {'train': 5, 'validation': 3},
+                                 image_size=(40, 48))
+  builder = tfds.builder('tiny_shapes', data_dir=data_dir)
+  assert builder.info.splits['train'].num_examples == 5
+  assert builder.info.splits['validation'].num_examples == 3
+  stamp = os.path.getmtime(f'{raw}/annotations/train.json')
+  assert synthetic.ensure_dataset('tiny_shapes', data_dir, {'train': 5, 'validation': 3},
+                                  image_size=(40, 48)) == raw
+  assert os.path.getmtime(f'{raw}/annotations/train.json') == stamp  # not regenerated

@@ -146,6 +146,27 @@ def generate(out_dir: str, splits: Dict[str, int], seed: int = 0, **kwargs) -> N
     generate_split(out_dir, split, n, seed, **kwargs)
 
 
+def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int = 0,
+                   **kwargs) -> str:
+  """Generate the dataset and convert it to TFDS `name` in `data_dir`, unless already there.
+
+  Returns the folder of the COCO-format files (annotations/{split}.json, images/{split}/).
+  """
+  import tensorflow_datasets as tfds
+  from fcos_jax.data import convert_coco
+  raw = os.path.join(data_dir, f'{name}_coco')
+  try:
+    if tfds.builder(name, data_dir=data_dir).is_prepared():
+      return raw
+  except tfds.core.registered.DatasetNotFoundError:
+    pass
+  generate(raw, splits, seed, **kwargs)
+  convert_coco.convert(name, data_dir, {
+      split: (os.path.join(raw, 'annotations', f'{split}.json'),
+              os.path.join(raw, 'images', split)) for split in splits})
+  return raw
+
+
 def main(argv=None):
   import argparse
   parser = argparse.ArgumentParser(description=__doc__,
