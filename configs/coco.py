@@ -9,6 +9,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.backbone_depth = 50          # 18, 34, 50, 101
   m.backbone_width = 64          # base width of the ResNet (64 = torchvision's ResNets)
   m.freeze_at = 2                # frozen: stem + layer1
+  m.backbone_norm = 'frozen_bn'  # or 'gn' (trainable GroupNorm, for training from scratch)
   m.fpn_channels = 256
   m.p6p7_source = 'p5'           # 'p5' or 'c5'
   m.head_num_convs = 4

@@ -204,3 +204,14 @@ def test_trainable_mask_matches_freeze_at():
     for name in ('conv1', 'layer1', 'layer2', 'layer3', 'layer4'):
       assert all(not v for v in jax.tree_util.tree_leaves(body[name])) == (name in frozen)
     assert all(jax.tree_util.tree_leaves(mask['head'])) and all(jax.tree_util.tree_leaves(mask['fpn']))
+
+
+def test_groupnorm_backbone_for_training_from_scratch():
+  model = fcos.create_model(tiny_config(18, backbone_norm='gn', freeze_at=0).model)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 64, 64, 3)))
+  assert 'batch_stats' not in shapes
+  bn1 = shapes['params']['backbone']['layer1']['0']['bn1']
+  assert set(bn1) == {'scale', 'bias'} and bn1['scale'].shape == (8,)
+  with pytest.raises(ValueError, match='backbone norm'):
+    fcos.create_model(tiny_config(18, backbone_norm='bn').model).init(
+        jax.random.key(0), jnp.ones((1, 64, 64, 3)))

@@ -183,8 +183,9 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
     ds = ds.map(_with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(lambda ex, b=b: (ex['_bucket'] == b) &
                    tf.reduce_any(~ex['objects']['is_crowd']))
-    ds = ds.repeat().shuffle(data_config.shuffle_buffer,
-                             seed=seed + 7919 * process_index + b)
+    # Shuffle, then repeat: epochs stay whole, each reshuffled (deterministically from the seed).
+    ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + 7919 * process_index + b,
+                    reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()
     ds = ds.map(_train_preprocess(data_config, shape,
                                   seed * 1_000_003 + 7919 * process_index + 101 * b),

@@ -28,6 +28,7 @@ class FCOS(nn.Module):
   backbone_depth: int = 50
   backbone_width: int = 64
   freeze_at: int = 2
+  backbone_norm: str = 'frozen_bn'
   fpn_channels: int = 256
   p6p7_source: str = 'p5'
   head_num_convs: int = 4
@@ -41,8 +42,8 @@ class FCOS(nn.Module):
 
   @nn.compact
   def __call__(self, images, return_features: bool = False) -> Dict[str, Any]:
-    c3_c5 = ResNet(self.backbone_depth, self.backbone_width, self.freeze_at, self.dtype,
-                   name='backbone')(images)
+    c3_c5 = ResNet(self.backbone_depth, self.backbone_width, self.freeze_at, self.backbone_norm,
+                   self.dtype, name='backbone')(images)
     p3_p7 = FPN(self.fpn_channels, self.p6p7_source, self.dtype, name='fpn')(c3_c5)
     cls, reg, ctr = FCOSHead(
         self.num_classes, self.fpn_channels, self.head_num_convs, self.gn_groups,
@@ -63,6 +64,7 @@ def create_model(model_config) -> FCOS:
     raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}')
   return FCOS(num_classes=m.num_classes, backbone_depth=m.backbone_depth,
               backbone_width=m.backbone_width, freeze_at=m.freeze_at,
+              backbone_norm=m.backbone_norm,
               fpn_channels=m.fpn_channels, p6p7_source=m.p6p7_source,
               head_num_convs=m.head_num_convs, gn_groups=m.gn_groups,
               gn_epsilon=m.gn_epsilon, prior_prob=m.prior_prob, regression=m.regression,

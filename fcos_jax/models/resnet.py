@@ -4,20 +4,22 @@ Module and parameter names mirror torchvision's `resnet*` so weights map one-to-
 (`fcos_jax.models.torchvision_names`). Padding is explicit and symmetric, as in torch.
 """
 
-from typing import Any, Sequence
+import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+NORMS = ('frozen_bn', 'gn')
 
 
-def conv(features, kernel, stride=1, *, name, dtype, init=None):
+def conv(features, kernel, stride=1, *, name, dtype):
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=init or nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                  name=name)
 
 
@@ -42,10 +44,26 @@ class FrozenBatchNorm(nn.Module):
     return x * mul.astype(self.dtype) + add.astype(self.dtype)
 
 
+def norm(kind, dtype, name):
+  """The backbone's norm layer, its variables directly under `name` (torchvision's layout).
+
+  'frozen_bn': pretrained detection backbones (the default). 'gn': trainable GroupNorm (up to 32
+  groups), for training from scratch, where an identity frozen BN would leave the ResNet
+  unnormalized.
+  """
+  if kind == 'frozen_bn':
+    return FrozenBatchNorm(dtype=dtype, name=name)
+  if kind == 'gn':
+    return lambda x: nn.GroupNorm(num_groups=math.gcd(32, x.shape[-1]), epsilon=1e-5,
+                                  dtype=dtype, param_dtype=jnp.float32, name=name)(x)
+  raise ValueError(f'backbone norm must be one of {NORMS}, got {kind!r}')
+
+
 class BasicBlock(nn.Module):
   width: int
   stride: int
   downsample: bool
+  norm: str = 'frozen_bn'
   dtype: Any = jnp.float32
   expansion = 1
 
@@ -53,12 +71,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x):
     identity = x
     y = conv(self.width, 3, self.stride, name='conv1', dtype=self.dtype)(x)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name='bn1')(y))
+    y = nn.relu(norm(self.norm, self.dtype, 'bn1')(y))
     y = conv(self.width, 3, name='conv2', dtype=self.dtype)(y)
-    y = FrozenBatchNorm(dtype=self.dtype, name='bn2')(y)
+    y = norm(self.norm, self.dtype, 'bn2')(y)
     if self.downsample:
       identity = conv(self.width, 1, self.stride, name='downsample_conv', dtype=self.dtype)(x)
-      identity = FrozenBatchNorm(dtype=self.dtype, name='downsample_bn')(identity)
+      identity = norm(self.norm, self.dtype, 'downsample_bn')(identity)
     return nn.relu(y + identity)
 
 
@@ -67,6 +85,7 @@ class Bottleneck(nn.Module):
   width: int
   stride: int
   downsample: bool
+  norm: str = 'frozen_bn'
   dtype: Any = jnp.float32
   expansion = 4
 
@@ -74,14 +93,14 @@ class Bottleneck(nn.Module):
   def __call__(self, x):
     identity = x
     y = conv(self.width, 1, name='conv1', dtype=self.dtype)(x)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name='bn1')(y))
+    y = nn.relu(norm(self.norm, self.dtype, 'bn1')(y))
     y = conv(self.width, 3, self.stride, name='conv2', dtype=self.dtype)(y)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name='bn2')(y))
+    y = nn.relu(norm(self.norm, self.dtype, 'bn2')(y))
     y = conv(self.width * 4, 1, name='conv3', dtype=self.dtype)(y)
-    y = FrozenBatchNorm(dtype=self.dtype, name='bn3')(y)
+    y = norm(self.norm, self.dtype, 'bn3')(y)
     if self.downsample:
       identity = conv(self.width * 4, 1, self.stride, name='downsample_conv', dtype=self.dtype)(x)
-      identity = FrozenBatchNorm(dtype=self.dtype, name='downsample_bn')(identity)
+      identity = norm(self.norm, self.dtype, 'downsample_bn')(identity)
     return nn.relu(y + identity)
 
 
@@ -91,6 +110,7 @@ class ResNetLayer(nn.Module):
   width: int
   blocks: int
   stride: int
+  norm: str = 'frozen_bn'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -99,7 +119,8 @@ class ResNetLayer(nn.Module):
     for j in range(self.blocks):
       stride = self.stride if j == 0 else 1
       downsample = j == 0 and (stride != 1 or x.shape[-1] != out_ch)
-      x = self.block_cls(self.width, stride, downsample, dtype=self.dtype, name=str(j))(x)
+      x = self.block_cls(self.width, stride, downsample, self.norm, dtype=self.dtype,
+                         name=str(j))(x)
     return x
 
 
@@ -114,6 +135,7 @@ class ResNet(nn.Module):
   depth: int = 50
   width: int = 64
   freeze_at: int = 2
+  norm: str = 'frozen_bn'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -122,14 +144,14 @@ class ResNet(nn.Module):
       raise ValueError(f'ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {self.depth}')
     block_cls = BasicBlock if self.depth < 50 else Bottleneck
     x = conv(self.width, 7, 2, name='conv1', dtype=self.dtype)(x.astype(self.dtype))
-    x = nn.relu(FrozenBatchNorm(dtype=self.dtype, name='bn1')(x))
+    x = nn.relu(norm(self.norm, self.dtype, 'bn1')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     if self.freeze_at >= 1:
       x = jax.lax.stop_gradient(x)
     outputs = []
     for stage, blocks in enumerate(STAGE_BLOCKS[self.depth]):
       x = ResNetLayer(block_cls, self.width * 2 ** stage, blocks, 1 if stage == 0 else 2,
-                      dtype=self.dtype, name=f'layer{stage + 1}')(x)
+                      self.norm, dtype=self.dtype, name=f'layer{stage + 1}')(x)
       if self.freeze_at >= stage + 2:
         x = jax.lax.stop_gradient(x)
       if stage >= 1:
