@@ -65,16 +65,50 @@ def get_data_config() -> ml_collections.ConfigDict:
   d.max_boxes = 100
   d.random_flip = True
   d.shuffle_buffer = 1000
+  # The built-in synthetic dataset (configs/shapes.py): generated and converted when missing.
+  d.synthetic = False
+  d.synthetic_train_images = 0
+  d.synthetic_eval_images = 0
+  d.synthetic_image_size = (128, 128)
   # torchvision's ImageNet statistics, RGB in 0..255 (the ImageNet ResNet-50 weights expect them).
   d.pixel_mean = (123.675, 116.28, 103.53)
   d.pixel_std = (58.395, 57.12, 57.375)
   return d
 
 
+def get_optimizer_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = 'sgd'                 # 'sgd' (momentum) or 'adamw'
+  o.base_lr = 0.01               # at base_batch_size; scaled linearly with config.batch_size
+  o.base_batch_size = 16
+  o.momentum = 0.9
+  o.weight_decay = 1e-4          # conv kernels only (no biases, no norm parameters)
+  o.bias_lr_factor = 2.0
+  o.warmup_steps = 500
+  o.warmup_factor = 1.0 / 3
+  o.warmup_method = 'constant'   # 'constant' (official FCOS) or 'linear'
+  o.decay_steps = (60000, 80000)
+  o.decay_factor = 0.1
+  o.grad_clip_norm = 0.0         # 0 = off
+  return o
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 16               # global, over all devices of all processes
+  config.num_train_steps = 90000
+  # An orbax params checkpoint to start from (e.g. ImageNet ResNet-50 from
+  # `python -m fcos_jax.tools.import_torchvision`); '' = train from scratch.
+  config.init_checkpoint = ''
+  config.log_every = 20
+  config.checkpoint_every = 2500
+  config.keep_checkpoints = 3
+  config.eval_every = 0                # 0 = evaluate only at the end
+  config.eval_batch_size = 8           # per process
   config.data = get_data_config()
   config.model = get_model_config()
   config.loss = get_loss_config()
   config.postprocess = get_postprocess_config()
+  config.optimizer = get_optimizer_config()
   return config

@@ -213,17 +213,18 @@ def test_normalize_images_on_device():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_device_prefetch_builds_sharded_global_batches():
+
+def test_to_global_arrays_shards_the_batch_over_devices():
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   mesh = jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = NamedSharding(mesh, P('data'))
-  host = [{'image': np.full((16, 4, 4, 3), k, np.uint8), 'boxes': np.full((16, 2, 4), k, np.float32)}
-          for k in range(5)]
-  out = list(ip.device_prefetch(iter(host), sharding, size=2))
-  assert len(out) == 5
-  for k, b in enumerate(out):
-    assert b['image'].sharding == sharding and b['image'].shape == (16, 4, 4, 3)
-    assert len(b['image'].addressable_shards) == 8
-    assert b['image'].addressable_shards[0].data.shape == (2, 4, 4, 3)
-    np.testing.assert_array_equal(np.asarray(b['boxes']), host[k]['boxes'])
+  host = {'image': np.arange(16 * 4 * 4 * 3, dtype=np.uint8).reshape(16, 4, 4, 3) % 251,
+          'boxes': np.random.default_rng(0).random((16, 2, 4)).astype(np.float32)}
+  out = ip.to_global_arrays(host, sharding)
+  assert out['image'].sharding == sharding and out['image'].shape == (16, 4, 4, 3)
+  assert len(out['image'].addressable_shards) == 8
+  assert out['image'].addressable_shards[1].data.shape == (2, 4, 4, 3)
+  np.testing.assert_array_equal(np.asarray(out['image'].addressable_shards[1].data),
+                                host['image'][2:4])
+  np.testing.assert_array_equal(np.asarray(out['boxes']), host['boxes'])

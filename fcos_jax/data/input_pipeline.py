@@ -11,9 +11,7 @@ batch is filled with masked dummy examples ('mask' False), never dropped. Each e
 image id, original (h, w) and resized (h, w) so detections map back to the original image.
 """
 
-import collections
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -248,21 +246,12 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def device_prefetch(batches: Iterator[Dict[str, np.ndarray]], sharding,
-                    size: int = 2) -> Iterator[Dict[str, jax.Array]]:
-  """Turns host-local numpy batches into global arrays with `sharding` (leading batch axis split
-  over the data-parallel devices), keeping `size` batches in flight."""
-  queue = collections.deque()
-  batches = iter(batches)
 
-  def put(batch):
-    return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+def to_global_arrays(batch: Dict[str, np.ndarray], sharding) -> Dict[str, jax.Array]:
+  """Host-local numpy batch -> global arrays, leading axis split over the data-parallel devices.
 
-  for batch in itertools.islice(batches, size):
-    queue.append(put(batch))
-  for batch in batches:
-    queue.append(put(batch))
-    yield queue.popleft()
-  while queue:
-    yield queue.popleft()
+  The transfer starts at once and runs while the previous (asynchronously dispatched) step
+  computes: a device prefetch of depth one that keeps the data iterator's position exact.
+  """
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}

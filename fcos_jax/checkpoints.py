@@ -1,0 +1,90 @@
+"""Checkpoints: the train state through orbax, the tf.data iterator position beside it.
+
+Orbax writes each step to a temporary directory and renames it when complete, so a checkpoint
+half-written by a killed process is never listed. The data-iterator state of step N is written
+(per process) before orbax's step N, so any finalized orbax step has its data position. A
+checkpoint that fails to restore (corrupted files) is skipped in favour of the previous one.
+"""
+
+import logging
+import os
+import shutil
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+import tensorflow as tf
+
+
+class Checkpointer:
+  """Saves/restores (state, data iterator) in `workdir`; keeps the last `keep` steps."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.data_directory = os.path.abspath(
+        os.path.join(workdir, 'data_state', f'process_{jax.process_index()}'))
+    os.makedirs(self.data_directory, exist_ok=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=True))
+
+  def _data_path(self, step: int) -> str:
+    return os.path.join(self.data_directory, f'step_{step}')
+
+  def save(self, step: int, state: Any, data_iterator=None) -> None:
+    if data_iterator is not None:
+      path = self._data_path(step)
+      shutil.rmtree(path, ignore_errors=True)
+      tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    self._prune_data_states(keep_also=step)
+
+  def _prune_data_states(self, keep_also: int) -> None:
+    keep = set(self.manager.all_steps()) | {keep_also}
+    for name in os.listdir(self.data_directory):
+      if name.startswith('step_') and int(name[5:]) not in keep:
+        shutil.rmtree(os.path.join(self.data_directory, name), ignore_errors=True)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def restore_latest(self, state_like: Any, data_iterator=None) -> Optional[Any]:
+    """The newest restorable state (with the iterator moved to its position), else None.
+
+    `state_like`: a state whose arrays give the shapes, dtypes and shardings to restore into.
+    """
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        if data_iterator is not None:
+          path = os.path.join(self._data_path(step), 'iterator')
+          if not tf.io.gfile.exists(path + '.index'):
+            raise FileNotFoundError(f'no data-iterator state at {path}')
+          tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
+        logging.info('restored checkpoint of step %d from %s', step, self.directory)
+        return state
+      except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
+        logging.warning('checkpoint of step %d in %s cannot be restored (%s: %s); trying an '
+                        'older one', step, self.directory, type(e).__name__, e)
+    return None
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def load_params(path: str) -> Any:
+  """Parameters (and frozen-BN statistics) from an orbax checkpoint written by the weight-import
+  tool or by training: {'params': ..., 'batch_stats': ...} as numpy arrays."""
+  path = os.path.abspath(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    restored = ckptr.restore(path)
+  if 'params' not in restored:
+    raise ValueError(f'{path}: no "params" in the checkpoint (keys: {sorted(restored)})')
+  return restored

@@ -1,0 +1,215 @@
+"""COCO evaluation: detections over a TFDS split, mapped back to the original images, scored by
+pycocotools' COCOeval (bbox). Ground truth comes from the official annotation file or is built
+from the TFDS split itself (boxes, crowd flags, areas)."""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from fcos_jax import inference
+from fcos_jax.data import input_pipeline
+from fcos_jax.data.preprocessing import image_shape_from_header
+
+STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
+              'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
+
+
+class DetectionsFileError(ValueError):
+  """A results file that does not fit the ground truth (unknown image ids or categories)."""
+
+
+def ground_truth_from_tfds(builder, split: str,
+                           categories: input_pipeline.Categories) -> Dict[str, Any]:
+  """COCO-format ground truth of a TFDS split (absolute [x, y, w, h] boxes, areas, crowd)."""
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={'image': tfds_skip_decoding()})
+  ds = ds.map(lambda ex: dict(ex, _hw=image_shape_from_header(ex['image'])))
+  images, annotations = [], []
+  next_id = 1
+  for ex in ds.as_numpy_iterator():
+    h, w = (int(v) for v in ex['_hw'])
+    image_id = int(ex['image/id'])
+    images.append({'id': image_id, 'height': h, 'width': w,
+                   'file_name': ex['image/filename'].decode()})
+    obj = ex['objects']
+    for k in range(len(obj['label'])):
+      ymin, xmin, ymax, xmax = (float(v) for v in obj['bbox'][k])
+      annotations.append({
+          'id': next_id, 'image_id': image_id,
+          'category_id': int(categories.ids[int(obj['label'][k])]),
+          'bbox': [xmin * w, ymin * h, (xmax - xmin) * w, (ymax - ymin) * h],
+          'area': float(obj['area'][k]), 'iscrowd': int(obj['is_crowd'][k])})
+      next_id += 1
+  images.sort(key=lambda im: im['id'])
+  return {'images': images, 'annotations': annotations, 'categories': categories.to_coco()}
+
+
+def tfds_skip_decoding():
+  import tensorflow_datasets as tfds
+  return tfds.decode.SkipDecoding()
+
+
+def to_coco_results(det, batch, categories: input_pipeline.Categories) -> List[Dict[str, Any]]:
+  """Detections of one batch (numpy) -> COCO result dicts in original-image pixels."""
+  results = []
+  for k in np.flatnonzero(batch['mask']):
+    n = int(det['num_valid'][k])
+    if n == 0:
+      continue
+    oh, ow = batch['orig_size'][k]
+    rh, rw = batch['image_size'][k]
+    boxes = det['boxes'][k, :n] * np.array([ow / rw, oh / rh, ow / rw, oh / rh])
+    for box, score, cls in zip(boxes, det['scores'][k, :n], det['classes'][k, :n]):
+      results.append({'image_id': int(batch['image_id'][k]),
+                      'category_id': int(categories.ids[int(cls)]),
+                      'bbox': [float(box[0]), float(box[1]), float(box[2] - box[0]),
+                               float(box[3] - box[1])],
+                      'score': float(score)})
+  return results
+
+
+def check_results(results: Sequence[Dict[str, Any]], gt: Dict[str, Any]) -> None:
+  image_ids = {im['id'] for im in gt['images']}
+  cat_ids = {c['id'] for c in gt['categories']}
+  for i, r in enumerate(results):
+    missing = {'image_id', 'category_id', 'bbox', 'score'} - set(r)
+    if missing:
+      raise DetectionsFileError(f'result {i} lacks {sorted(missing)}')
+    if r['image_id'] not in image_ids:
+      raise DetectionsFileError(f'result {i}: image_id {r["image_id"]} is not in the ground '
+                                'truth')
+    if r['category_id'] not in cat_ids:
+      raise DetectionsFileError(f'result {i}: category_id {r["category_id"]} is not one of the '
+                                f'ground truth categories {sorted(cat_ids)}')
+    if len(r['bbox']) != 4:
+      raise DetectionsFileError(f'result {i}: bbox must be [x, y, w, h], got {r["bbox"]}')
+
+
+def coco_eval(gt: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+  """COCOeval (bbox) -> the 12 standard numbers, per-category AP and COCOeval's printout."""
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  check_results(results, gt)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    coco_gt = COCO()
+    coco_gt.dataset = json.loads(json.dumps(gt))
+    coco_gt.createIndex()
+    if not results:
+      stats = {name: 0.0 for name in STAT_NAMES}
+      return {'stats': stats, 'per_category_ap': {}, 'summary': 'no detections'}
+    coco_dt = coco_gt.loadRes([dict(r) for r in results])
+    ev = COCOeval(coco_gt, coco_dt, 'bbox')
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+  stats = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+  per_cat = {}
+  precision = ev.eval['precision']  # [T, R, K, A, M]
+  for k, cat_id in enumerate(ev.params.catIds):
+    p = precision[:, :, k, 0, -1]
+    p = p[p > -1]
+    name = coco_gt.cats[cat_id]['name']
+    per_cat[name] = float(p.mean()) if p.size else float('nan')
+  return {'stats': stats, 'per_category_ap': per_cat, 'summary': out.getvalue()}
+
+
+def host_copy(tree):
+  """numpy copy of a pytree of (possibly multi-process, replicated) arrays."""
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
+def predict_split(config, model, variables, *, split: Optional[str] = None,
+                  batch_size: Optional[int] = None) -> Dict[str, Any]:
+  """Detections (COCO results) for this process's part of the split, plus counts and timing."""
+  builder = input_pipeline.get_builder(config.data)
+  categories = input_pipeline.get_categories(builder)
+  batch_size = batch_size or config.eval_batch_size
+  devices = jax.local_devices()
+  if batch_size % len(devices):
+    raise ValueError(f'eval_batch_size {batch_size} must be a multiple of the '
+                     f'{len(devices)} local devices')
+  # Inference needs no cross-process communication: a mesh over the local devices only lets
+  # processes with different numbers of batches run independently.
+  mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = NamedSharding(mesh, P('data'))
+  predict = jax.jit(inference.make_predict_fn(config, model))
+  variables = jax.device_put(host_copy(variables), NamedSharding(mesh, P()))
+  ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split)
+  results, num_images, model_time = [], 0, 0.0
+  start = time.perf_counter()
+  for batch in ds.as_numpy_iterator():
+    t = time.perf_counter()
+    images = jax.device_put(batch['image'], sharding)
+    sizes = jax.device_put(batch['image_size'], sharding)
+    det = jax.device_get(predict(variables, images, sizes)._asdict())
+    model_time += time.perf_counter() - t
+    results += to_coco_results(det, batch, categories)
+    num_images += int(batch['mask'].sum())
+  return {'results': results, 'num_images': num_images, 'model_seconds': model_time,
+          'total_seconds': time.perf_counter() - start}
+
+
+def evaluate(config, model, variables, *, workdir: Optional[str] = None,
+             split: Optional[str] = None, annotations: Optional[str] = None,
+             tag: str = 'eval') -> Dict[str, Any]:
+  """Predict over the split on every process, gather on process 0, score with COCOeval.
+
+  Returns (on every process) the metrics dict; process 0 also writes
+  `{workdir}/{tag}_metrics.json` and `{workdir}/{tag}_detections.json` when `workdir` is given.
+  """
+  split = split or config.data.eval_split
+  pred = predict_split(config, model, variables, split=split)
+  results, num_images = pred['results'], pred['num_images']
+  if jax.process_count() > 1:
+    if workdir is None:
+      raise ValueError('a multi-process evaluation needs a shared workdir')
+    from jax.experimental import multihost_utils
+    tmp = os.path.join(workdir, f'{tag}_parts')
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, f'process_{jax.process_index()}.json'), 'w') as f:
+      json.dump({'results': results, 'num_images': num_images}, f)
+    multihost_utils.sync_global_devices(f'{tag}_written')
+    if jax.process_index() == 0:
+      results, num_images = [], 0
+      for p in range(jax.process_count()):
+        with open(os.path.join(tmp, f'process_{p}.json')) as f:
+          part = json.load(f)
+        results += part['results']
+        num_images += part['num_images']
+    multihost_utils.sync_global_devices(f'{tag}_read')
+  builder = input_pipeline.get_builder(config.data)
+  categories = input_pipeline.get_categories(builder)
+  if annotations:
+    with open(annotations) as f:
+      gt = json.load(f)
+  else:
+    gt = ground_truth_from_tfds(builder, split, categories)
+  metrics = {'num_images': num_images, 'split_size': len(gt['images']),
+             'model_seconds': pred['model_seconds'],
+             'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9)}
+  if jax.process_index() != 0:
+    return metrics
+  if num_images != len(gt['images']):
+    raise RuntimeError(f'evaluated {num_images} images but the split has {len(gt["images"])}')
+  t = time.perf_counter()
+  scored = coco_eval(gt, results)
+  metrics.update(scored['stats'], coco_eval_seconds=time.perf_counter() - t,
+                 per_category_ap=scored['per_category_ap'], num_detections=len(results))
+  logging.info('COCOeval:\n%s', scored['summary'])
+  if workdir is not None:
+    with open(os.path.join(workdir, f'{tag}_metrics.json'), 'w') as f:
+      json.dump(metrics, f, indent=1)
+    with open(os.path.join(workdir, f'{tag}_detections.json'), 'w') as f:
+      json.dump(results, f)
+  return metrics
