@@ -61,8 +61,9 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    import tensorflow as tf
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=1))
   metrics = trainer.train_and_evaluate(config, workdir)
   if jax.process_index() == 0 and 'AP' in metrics:

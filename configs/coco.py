@@ -105,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 2500
   config.keep_checkpoints = 3
   config.eval_every = 0                # 0 = evaluate only at the end
+  config.eval_at_end = True
   config.eval_batch_size = 8           # per process
   config.data = get_data_config()
   config.model = get_model_config()

@@ -12,15 +12,15 @@ def get_config():
   d.dataset = 'fcos_shapes'
   d.data_dir = '/tmp/fcos_jax_data'
   d.synthetic = True                  # generate + convert if missing
-  d.synthetic_train_images = 600
-  d.synthetic_eval_images = 100
+  d.synthetic_train_images = 5000
+  d.synthetic_eval_images = 200
   d.synthetic_image_size = (128, 128)
   d.min_sizes = (128,)
   d.max_size = 160
   d.eval_min_size = 128
   d.size_divisibility = 32
   d.max_boxes = 10
-  d.shuffle_buffer = 600
+  d.shuffle_buffer = 2000
   d.pixel_mean = (127.5, 127.5, 127.5)
   d.pixel_std = (64.0, 64.0, 64.0)
 

@@ -8,7 +8,6 @@ checkpoint that fails to restore (corrupted files) is skipped in favour of the p
 
 import logging
 import os
-import shutil
 from typing import Any, Optional
 
 import jax
@@ -20,10 +19,10 @@ class Checkpointer:
   """Saves/restores (state, data iterator) in `workdir`; keeps the last `keep` steps."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    self.data_directory = os.path.abspath(
+    self.directory = _absolute(os.path.join(workdir, 'checkpoints'))
+    self.data_directory = _absolute(
         os.path.join(workdir, 'data_state', f'process_{jax.process_index()}'))
-    os.makedirs(self.data_directory, exist_ok=True)
+    tf.io.gfile.makedirs(self.data_directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -35,16 +34,18 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_iterator=None) -> None:
     if data_iterator is not None:
       path = self._data_path(step)
-      shutil.rmtree(path, ignore_errors=True)
+      if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
       tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
     self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._prune_data_states(keep_also=step)
 
   def _prune_data_states(self, keep_also: int) -> None:
     keep = set(self.manager.all_steps()) | {keep_also}
-    for name in os.listdir(self.data_directory):
+    for name in tf.io.gfile.listdir(self.data_directory):
+      name = name.rstrip('/')
       if name.startswith('step_') and int(name[5:]) not in keep:
-        shutil.rmtree(os.path.join(self.data_directory, name), ignore_errors=True)
+        tf.io.gfile.rmtree(os.path.join(self.data_directory, name))
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -74,15 +75,29 @@ class Checkpointer:
                         'older one', step, self.directory, type(e).__name__, e)
     return None
 
+  def restore(self, step: int, state_like: Any) -> Any:
+    """The state of checkpoint `step` (no data iterator), e.g. for evaluation or export."""
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(f'no checkpoint of step {step} in {self.directory} (have '
+                              f'{sorted(self.manager.all_steps())})')
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
 
 
+def _absolute(path: str) -> str:
+  """Absolute local path (orbax needs one); cloud paths (gs://...) pass through."""
+  return path if '://' in path else os.path.abspath(path)
+
+
 def load_params(path: str) -> Any:
   """Parameters (and frozen-BN statistics) from an orbax checkpoint written by the weight-import
   tool or by training: {'params': ..., 'batch_stats': ...} as numpy arrays."""
-  path = os.path.abspath(path)
+  path = _absolute(path)
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore(path)
   if 'params' not in restored:

@@ -5,6 +5,7 @@ from the TFDS split itself (boxes, crowd flags, areas)."""
 import contextlib
 import io
 import json
+import math
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
+import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fcos_jax import inference
@@ -129,15 +131,13 @@ def host_copy(tree):
 
 
 def predict_split(config, model, variables, *, split: Optional[str] = None,
-                  batch_size: Optional[int] = None) -> Dict[str, Any]:
+                  batch_size: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
   """Detections (COCO results) for this process's part of the split, plus counts and timing."""
   builder = input_pipeline.get_builder(config.data)
   categories = input_pipeline.get_categories(builder)
   batch_size = batch_size or config.eval_batch_size
   devices = jax.local_devices()
-  if batch_size % len(devices):
-    raise ValueError(f'eval_batch_size {batch_size} must be a multiple of the '
-                     f'{len(devices)} local devices')
+  devices = devices[:math.gcd(batch_size, len(devices))]  # as many as split the batch evenly
   # Inference needs no cross-process communication: a mesh over the local devices only lets
   # processes with different numbers of batches run independently.
   mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
@@ -147,6 +147,10 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   variables = jax.device_put(host_copy(variables), NamedSharding(mesh, P()))
   ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split)
   results, num_images, model_time = [], 0, 0.0
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(desc=f'evaluating {split or config.data.eval_split}', unit='images')
   start = time.perf_counter()
   for batch in ds.as_numpy_iterator():
     t = time.perf_counter()
@@ -156,50 +160,54 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
     model_time += time.perf_counter() - t
     results += to_coco_results(det, batch, categories)
     num_images += int(batch['mask'].sum())
+    if bar is not None:
+      bar.update(int(batch['mask'].sum()))
+  if bar is not None:
+    bar.close()
   return {'results': results, 'num_images': num_images, 'model_seconds': model_time,
           'total_seconds': time.perf_counter() - start}
 
 
 def evaluate(config, model, variables, *, workdir: Optional[str] = None,
              split: Optional[str] = None, annotations: Optional[str] = None,
-             tag: str = 'eval') -> Dict[str, Any]:
+             tag: str = 'eval', progress: bool = False) -> Dict[str, Any]:
   """Predict over the split on every process, gather on process 0, score with COCOeval.
 
   Returns (on every process) the metrics dict; process 0 also writes
   `{workdir}/{tag}_metrics.json` and `{workdir}/{tag}_detections.json` when `workdir` is given.
   """
   split = split or config.data.eval_split
-  pred = predict_split(config, model, variables, split=split)
+  pred = predict_split(config, model, variables, split=split, progress=progress)
   results, num_images = pred['results'], pred['num_images']
   if jax.process_count() > 1:
     if workdir is None:
       raise ValueError('a multi-process evaluation needs a shared workdir')
     from jax.experimental import multihost_utils
     tmp = os.path.join(workdir, f'{tag}_parts')
-    os.makedirs(tmp, exist_ok=True)
-    with open(os.path.join(tmp, f'process_{jax.process_index()}.json'), 'w') as f:
+    tf.io.gfile.makedirs(tmp)
+    part_path = os.path.join(tmp, f'process_{jax.process_index()}.json')
+    with tf.io.gfile.GFile(part_path, 'w') as f:
       json.dump({'results': results, 'num_images': num_images}, f)
     multihost_utils.sync_global_devices(f'{tag}_written')
     if jax.process_index() == 0:
       results, num_images = [], 0
       for p in range(jax.process_count()):
-        with open(os.path.join(tmp, f'process_{p}.json')) as f:
+        with tf.io.gfile.GFile(os.path.join(tmp, f'process_{p}.json')) as f:
           part = json.load(f)
         results += part['results']
         num_images += part['num_images']
     multihost_utils.sync_global_devices(f'{tag}_read')
-  builder = input_pipeline.get_builder(config.data)
-  categories = input_pipeline.get_categories(builder)
-  if annotations:
-    with open(annotations) as f:
-      gt = json.load(f)
-  else:
-    gt = ground_truth_from_tfds(builder, split, categories)
-  metrics = {'num_images': num_images, 'split_size': len(gt['images']),
-             'model_seconds': pred['model_seconds'],
+  metrics = {'num_images': num_images, 'model_seconds': pred['model_seconds'],
              'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9)}
   if jax.process_index() != 0:
     return metrics
+  builder = input_pipeline.get_builder(config.data)
+  if annotations:
+    with tf.io.gfile.GFile(annotations) as f:
+      gt = json.load(f)
+  else:
+    gt = ground_truth_from_tfds(builder, split, input_pipeline.get_categories(builder))
+  metrics['split_size'] = len(gt['images'])
   if num_images != len(gt['images']):
     raise RuntimeError(f'evaluated {num_images} images but the split has {len(gt["images"])}')
   t = time.perf_counter()
@@ -208,8 +216,8 @@ def evaluate(config, model, variables, *, workdir: Optional[str] = None,
                  per_category_ap=scored['per_category_ap'], num_detections=len(results))
   logging.info('COCOeval:\n%s', scored['summary'])
   if workdir is not None:
-    with open(os.path.join(workdir, f'{tag}_metrics.json'), 'w') as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, f'{tag}_metrics.json'), 'w') as f:
       json.dump(metrics, f, indent=1)
-    with open(os.path.join(workdir, f'{tag}_detections.json'), 'w') as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, f'{tag}_detections.json'), 'w') as f:
       json.dump(results, f)
   return metrics

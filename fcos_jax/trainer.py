@@ -74,6 +74,32 @@ def merge_init_checkpoint(state: train_step.TrainState, path: str) -> train_step
   return state.replace(params=new['params'], batch_stats=new['batch_stats'])
 
 
+def build_training(config, mesh):
+  """(model, optimizer, initial replicated state) of a config."""
+  model = fcos.create_model(config.model)
+  shape = bucket_shapes(config.data.min_sizes, config.data.max_size,
+                        config.data.size_divisibility, config.data.aspect_buckets)[0]
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jnp.zeros((1,) + shape + (3,), jnp.float32))
+  tx = optim.create_optimizer(config, abstract['params'])
+  return model, tx, train_step.create_train_state(config, model, tx, mesh, shape)
+
+
+def load_variables(config, workdir: str, step: Optional[int] = None):
+  """(model, {'params', 'batch_stats'}, step) of checkpoint `step` (default: latest) in workdir."""
+  mesh = train_step.make_mesh()
+  model, _, state = build_training(config, mesh)
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
+    state = ckpt.restore(step, state)
+  finally:
+    ckpt.close()
+  return model, {'params': state.params, 'batch_stats': state.batch_stats}, step
+
+
 class _Preemption:
   """SIGTERM (TPU/cloud preemption) -> save and exit at the next step boundary."""
 
@@ -114,7 +140,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   Returns the final evaluation metrics (on process 0; {} elsewhere or without eval data).
   """
-  os.makedirs(workdir, exist_ok=True)
+  tf.io.gfile.makedirs(workdir)
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep TF off the accelerators
   is_main = jax.process_index() == 0
   prepare_synthetic_data(config)
@@ -124,13 +150,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
                      f'{jax.device_count()} devices')
   local_batch = config.batch_size // jax.process_count()
-  model = fcos.create_model(config.model)
-  shapes = bucket_shapes(config.data.min_sizes, config.data.max_size,
-                         config.data.size_divisibility, config.data.aspect_buckets)
-  abstract = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1,) + shapes[0] + (3,), jnp.float32))
-  tx = optim.create_optimizer(config, abstract['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, shapes[0])
+  model, tx, state = build_training(config, mesh)
 
   dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed)
   data_iter = iter(dataset)
@@ -201,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         save(step)
         ckpt.wait()
         logging.warning('checkpoint of step %d written after SIGTERM; exiting', step)
-        return {'preempted_at': step}
+        return {'preempted_at': step, 'train_programs': len(compiled)}
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         run_eval(config, model, state, workdir, step, writer)
     if ckpt.latest_step() != step:
@@ -210,7 +230,18 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   finally:
     preemption.restore()
     ckpt.close()
-  return run_eval(config, model, state, workdir, step, writer)
+  logging.info('final step %d; parameter checksum %.10e; %d compiled train program(s)', step,
+               params_checksum(state.params), len(compiled))
+  result = {'final_step': step, 'train_programs': len(compiled)}
+  if config.eval_at_end:
+    result.update(run_eval(config, model, state, workdir, step, writer))
+  return result
+
+
+def params_checksum(params) -> float:
+  """Sum of |p| over all parameters: a cheap fingerprint to compare processes and runs."""
+  return float(sum(np.abs(np.asarray(x.addressable_data(0), np.float64)).sum()
+                   for x in jax.tree_util.tree_leaves(params)))
 
 
 def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str, Any]:

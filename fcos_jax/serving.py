@@ -1,0 +1,159 @@
+"""The exported inference artifact: writing it and running it with nothing but JAX and numpy.
+
+An export directory holds, per padded input shape (one per aspect bucket):
+  `detector_{H}x{W}.jax_export`: uint8 images [B, H, W, 3] + unpadded sizes [B, 2] -> detections
+      (model + decode + NMS, static output shapes), serialized with `jax.export` (StableHLO),
+      batch dimension symbolic;
+  `params.npz`: the inference variables only (no optimizer state), keys '/'-joined tree paths;
+  `metadata.json`: preprocessing settings, class names and COCO category ids.
+`Detector` loads it and maps original images to detections in original pixels.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+OUTPUT_KEYS = ('boxes', 'scores', 'classes', 'valid', 'num_valid')
+
+
+def _flatten(tree, prefix=()) -> Dict[str, np.ndarray]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out['/'.join(prefix + (k,))] = np.asarray(v)
+  return out
+
+
+def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
+  tree: Dict[str, Any] = {}
+  for key, v in flat.items():
+    node = tree
+    *path, leaf = key.split('/')
+    for p in path:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def export_detector(config, model, variables, out_dir: str, categories) -> Dict[str, Any]:
+  """Writes the artifact for every bucket shape of `config.data` (eval sizes) into out_dir."""
+  from fcos_jax import inference
+  from fcos_jax.data.preprocessing import bucket_shapes
+  os.makedirs(out_dir, exist_ok=True)
+  host_vars = jax.tree_util.tree_map(
+      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
+      {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})})
+  flat = _flatten(host_vars)
+  np.savez(os.path.join(out_dir, 'params.npz'), **flat)
+  predict = inference.make_predict_fn(config, model)
+
+  def fn(variables, images, image_sizes):
+    det = predict(variables, images, image_sizes)
+    return {k: getattr(det, k) for k in OUTPUT_KEYS}
+
+  d = config.data
+  shapes = bucket_shapes((d.eval_min_size,), d.max_size, d.size_divisibility, d.aspect_buckets)
+  var_specs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                     _unflatten(flat))
+  (batch,) = jax.export.symbolic_shape('b')
+  files = []
+  for h, w in shapes:
+    exported = jax.export.export(jax.jit(fn))(
+        var_specs, jax.ShapeDtypeStruct((batch, h, w, 3), jnp.uint8),
+        jax.ShapeDtypeStruct((batch, 2), jnp.int32))
+    name = f'detector_{h}x{w}.jax_export'
+    with open(os.path.join(out_dir, name), 'wb') as f:
+      f.write(exported.serialize())
+    files.append({'file': name, 'height': h, 'width': w})
+  metadata = {
+      'format': 'fcos_jax export v1',
+      'models': files,
+      'preprocessing': {'min_size': d.eval_min_size, 'max_size': d.max_size,
+                        'pixel_mean': list(d.pixel_mean), 'pixel_std': list(d.pixel_std),
+                        'size_divisibility': d.size_divisibility,
+                        'resize': 'bilinear, no antialiasing, sizes rounded',
+                        'note': 'images are uint8 RGB, padded bottom/right with zeros; '
+                                'normalization happens inside the exported function'},
+      'postprocess': dict(config.postprocess),
+      'class_names': list(categories.names),
+      'category_ids': list(categories.ids),
+  }
+  with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
+    json.dump(metadata, f, indent=1)
+  return metadata
+
+
+def resize_size(hw: Tuple[int, int], min_size: int, max_size: int) -> Tuple[int, int]:
+  """The resized (h, w) of the input pipeline's rule (float32 arithmetic, rounded)."""
+  h, w = (np.float32(v) for v in hw)
+  scale = np.minimum(np.float32(min_size) / min(h, w), np.float32(max_size) / max(h, w))
+  return (max(int(np.round(h * scale)), 1), max(int(np.round(w * scale)), 1))
+
+
+class Detector:
+  """Runs an export directory: `Detector(dir)(images, image_sizes)` on preprocessed batches, or
+  `Detector(dir).detect(image)` on one original uint8 RGB image."""
+
+  def __init__(self, export_dir: str):
+    with open(os.path.join(export_dir, 'metadata.json')) as f:
+      self.metadata = json.load(f)
+    with np.load(os.path.join(export_dir, 'params.npz')) as z:
+      self.variables = jax.device_put(_unflatten({k: z[k] for k in z.files}))
+    self.models = {}
+    for m in self.metadata['models']:
+      with open(os.path.join(export_dir, m['file']), 'rb') as f:
+        self.models[(m['height'], m['width'])] = jax.export.deserialize(bytearray(f.read()))
+    self.class_names: List[str] = self.metadata['class_names']
+    self.category_ids: List[int] = self.metadata['category_ids']
+
+  @property
+  def shapes(self) -> Sequence[Tuple[int, int]]:
+    return list(self.models)
+
+  def __call__(self, images, image_sizes) -> Dict[str, np.ndarray]:
+    """Preprocessed uint8 images [B, H, W, 3] (H, W one of `shapes`) and their unpadded (h, w)."""
+    shape = tuple(images.shape[1:3])
+    if shape not in self.models:
+      raise ValueError(f'input shape {shape} is not one of the exported shapes {self.shapes}')
+    out = self.models[shape].call(self.variables, jnp.asarray(images, jnp.uint8),
+                                  jnp.asarray(image_sizes, jnp.int32))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+  def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """One original uint8 RGB image -> padded input [H, W, 3] and its resized (h, w)."""
+    p = self.metadata['preprocessing']
+    h, w = image.shape[:2]
+    nh, nw = resize_size((h, w), p['min_size'], p['max_size'])
+    shape = next((s for s in self.shapes if nh <= s[0] and nw <= s[1]), None)
+    if shape is None:
+      raise ValueError(f'resized image {nh}x{nw} fits none of {self.shapes}')
+    resized = jax.image.resize(jnp.asarray(image, jnp.float32), (nh, nw, 3), 'bilinear',
+                               antialias=False)
+    resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
+    padded = np.zeros(shape + (3,), np.uint8)
+    padded[:nh, :nw] = resized
+    return padded, (nh, nw)
+
+  def detect(self, image: np.ndarray) -> List[Dict[str, Any]]:
+    """Detections of one original image, in its pixels: [{'bbox': [x0, y0, x1, y1], 'score',
+    'label', 'class_name', 'category_id'}], best first."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+      raise ValueError(f'expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}')
+    padded, (nh, nw) = self.preprocess(image)
+    out = self(padded[None], np.array([[nh, nw]], np.int32))
+    sx, sy = image.shape[1] / nw, image.shape[0] / nh
+    dets = []
+    for k in range(int(out['num_valid'][0])):
+      x0, y0, x1, y1 = (float(v) for v in out['boxes'][0, k])
+      label = int(out['classes'][0, k])
+      dets.append({'bbox': [x0 * sx, y0 * sy, x1 * sx, y1 * sy],
+                   'score': float(out['scores'][0, k]), 'label': label,
+                   'class_name': self.class_names[label],
+                   'category_id': self.category_ids[label]})
+    return dets

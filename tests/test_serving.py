@@ -1,0 +1,98 @@
+"""Export round trip (jax.export artifact == in-process model) and predict.py's pictures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcos_jax import inference, serving
+from fcos_jax.data.input_pipeline import Categories
+from fcos_jax.models import fcos
+from tests import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  config = tiny_config.get_config()
+  config.postprocess.score_threshold = 0.0  # a random model: keep plenty of detections
+  model = fcos.create_model(config.model)
+  variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 64, 96, 3)))
+  # Perturb the head so detections differ strongly between locations.
+  variables = jax.tree_util.tree_map(
+      lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), variables)
+  cats = Categories((1, 3, 4, 7, 9), ('rectangle', 'ellipse', 'triangle', 'cross', 'ring'))
+  out = str(tmp_path_factory.mktemp('export'))
+  meta = serving.export_detector(config, model, variables, out, cats)
+  return config, model, variables, out, meta
+
+
+def test_export_matches_the_in_process_model_on_fresh_input(exported):
+  config, model, variables, out, meta = exported
+  assert {(m['height'], m['width']) for m in meta['models']} == {(64, 96), (96, 64)}
+  assert meta['class_names'][3] == 'cross' and meta['category_ids'][3] == 7
+  detector = serving.Detector(out)
+  predict = jax.jit(inference.make_predict_fn(config, model))
+  rng = np.random.default_rng(123)
+  for batch, shape in ((3, (64, 96)), (1, (96, 64))):  # the batch dimension is symbolic
+    images = rng.integers(0, 256, (batch,) + shape + (3,), dtype=np.uint8)
+    sizes = np.array([[shape[0] - 5 * i, shape[1] - 3 * i] for i in range(batch)], np.int32)
+    got = detector(images, sizes)
+    want = jax.device_get(predict(variables, images, sizes)._asdict())
+    assert got['boxes'].shape == (batch, 100, 4)
+    assert (got['num_valid'] > 0).all()
+    np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
+    np.testing.assert_array_equal(got['classes'], want['classes'])
+    np.testing.assert_allclose(got['scores'], want['scores'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got['boxes'], want['boxes'], rtol=1e-5, atol=1e-3)
+  with pytest.raises(ValueError, match='not one of the exported shapes'):
+    detector(np.zeros((1, 32, 32, 3), np.uint8), np.array([[32, 32]], np.int32))
+
+
+def test_artifact_has_no_optimizer_state_and_a_reported_size(exported):
+  _, _, variables, out, _ = exported
+  with np.load(os.path.join(out, 'params.npz')) as z:
+    n = sum(z[k].size for k in z.files)
+  assert n == sum(x.size for x in jax.tree_util.tree_leaves(variables))
+  assert set(os.listdir(out)) == {'params.npz', 'metadata.json', 'detector_64x96.jax_export',
+                                  'detector_96x64.jax_export'}
+
+
+def test_detect_maps_to_original_pixels(exported):
+  _, _, _, out, _ = exported
+  detector = serving.Detector(out)
+  image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+  dets = detector.detect(image)
+  assert dets and all(set(d) == {'bbox', 'score', 'label', 'class_name', 'category_id'}
+                      for d in dets)
+  boxes = np.array([d['bbox'] for d in dets])
+  # The 50x80 image was resized to 60x96 (min 64? no: max side 96 wins); boxes come back clipped
+  # to the original 80x50 frame.
+  assert boxes[:, [0, 2]].max() <= 80 + 1e-3 and boxes[:, [1, 3]].max() <= 50 + 1e-3
+  scores = [d['score'] for d in dets]
+  assert scores == sorted(scores, reverse=True)
+
+
+def test_predict_writes_pictures_and_json(exported, tmp_path):
+  _, _, _, out, _ = exported
+  image_path = tmp_path / 'in.png'
+  Image.fromarray(np.full((48, 72, 3), 128, np.uint8)).save(image_path)
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'predict.py'), f'--export={out}',
+       f'--image={image_path}', f'--out={tmp_path / "pred"}', '--min_score=0'],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with Image.open(tmp_path / 'pred' / 'in.png') as im:
+    drawn = np.asarray(im.convert('RGB'))
+  assert drawn.shape == (48, 72, 3)
+  assert (np.abs(drawn.astype(int) - 128).sum(-1) > 60).any()  # coloured boxes were drawn
+  with open(tmp_path / 'pred' / 'detections.json') as f:
+    dets = json.load(f)[str(image_path)]
+  assert dets and all(0 <= d['bbox'][0] <= d['bbox'][2] <= 72 for d in dets)

@@ -1,0 +1,171 @@
+"""train.py end to end (subprocesses): resume after SIGKILL, SIGTERM, corrupted checkpoints,
+two processes over loopback, config errors, compile count, and the final evaluation."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, 'tests', 'tiny_config.py')
+
+
+def env(devices=1):
+  e = dict(os.environ)
+  e.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', PYTHONPATH=ROOT,
+           TF_CPP_MIN_LOG_LEVEL='3', TF_ENABLE_ONEDNN_OPTS='0', PYTHONUNBUFFERED='1')
+  return e
+
+
+def command(workdir, data_dir, *extra):
+  return [sys.executable, os.path.join(ROOT, 'train.py'), f'--config={CONFIG}',
+          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', '--alsologtostderr',
+          *extra]
+
+
+def run(workdir, data_dir, *extra, devices=1, check=True):
+  out = subprocess.run(command(workdir, data_dir, *extra), cwd=ROOT, env=env(devices),
+                       capture_output=True, text=True, timeout=600)
+  if check and out.returncode != 0:
+    raise AssertionError(f'train.py failed ({out.returncode}):\n{out.stderr[-6000:]}')
+  return out
+
+
+def checksum(log):
+  m = re.findall(r'final step (\d+); parameter checksum ([0-9.e+-]+)', log)
+  assert m, log[-3000:]
+  return int(m[-1][0]), float(m[-1][1])
+
+
+def start_and_wait(workdir, data_dir, pattern, *extra):
+  """Start train.py and return (process, log so far) once `pattern` appears in its log."""
+  proc = subprocess.Popen(command(workdir, data_dir, *extra), cwd=ROOT, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  log = ''
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line and proc.poll() is not None:
+      break
+    log += line
+    if re.search(pattern, line):
+      return proc, log
+  proc.kill()
+  raise AssertionError(f'never saw {pattern!r}:\n{log[-4000:]}')
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('train_data'))
+
+
+@pytest.fixture(scope='module')
+def reference_run(tmp_path_factory, data_dir):
+  """An uninterrupted 12-step run: (workdir, log)."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  out = run(workdir, data_dir)
+  return workdir, out.stderr
+
+
+def test_uninterrupted_run_compiles_once_per_bucket(reference_run):
+  workdir, log = reference_run
+  assert checksum(log)[0] == 12
+  compiles = re.findall(r'compiled the train step for image shape \((\d+), (\d+)\)', log)
+  assert 1 <= len(compiles) <= 2 and len(set(compiles)) == len(compiles)
+  assert re.search(r'(\d+) compiled train program\(s\)', log).group(1) == str(len(compiles))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '4', '8']
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert re.search(r'step 12: .*loss_total=', log)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, tmp_path):
+  workdir = str(tmp_path / 'killed')
+  proc, log = start_and_wait(workdir, data_dir, r'step 6: ')
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
+  out = run(workdir, data_dir)
+  assert re.search(r'resuming at step (4|8)', out.stderr)
+  step, value = checksum(out.stderr)
+  assert step == 12
+  assert value == pytest.approx(checksum(reference_run[1])[1], rel=1e-6)
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(data_dir, tmp_path):
+  workdir = str(tmp_path / 'term')
+  proc, log = start_and_wait(workdir, data_dir, r'step 2: ')
+  proc.send_signal(signal.SIGTERM)
+  rest, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, (log + rest)[-4000:]
+  saved = re.search(r'checkpoint of step (\d+) written after SIGTERM', log + rest)
+  assert saved, (log + rest)[-4000:]
+  step = int(saved.group(1))
+  assert str(step) in os.listdir(os.path.join(workdir, 'checkpoints'))
+  out = run(workdir, data_dir)
+  assert f'resuming at step {step}' in out.stderr
+  assert checksum(out.stderr)[0] == 12
+
+
+def test_corrupted_latest_checkpoint_is_skipped(reference_run, data_dir, tmp_path):
+  import shutil
+  workdir = str(tmp_path / 'corrupt')
+  shutil.copytree(reference_run[0], workdir)
+  # Damage every file of step 12's state; a half-written step (orbax's tmp dir) is ignored too.
+  for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', '12')):
+    for f in files:
+      with open(os.path.join(root, f), 'wb') as fh:
+        fh.write(b'garbage')
+  os.makedirs(os.path.join(workdir, 'checkpoints', '16.orbax-checkpoint-tmp-1234'))
+  out = run(workdir, data_dir, '--config.num_train_steps=14')
+  assert 'checkpoint of step 12' in out.stderr and 'cannot be restored' in out.stderr
+  assert 'resuming at step 8' in out.stderr
+  assert checksum(out.stderr)[0] == 14
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_finish_with_identical_parameters(data_dir, tmp_path):
+  workdir = str(tmp_path / 'multi')
+  address = f'127.0.0.1:{free_port()}'
+  procs = [subprocess.Popen(
+      command(workdir, data_dir, f'--coordinator_address={address}', '--num_processes=2',
+              f'--process_id={i}', '--config.num_train_steps=6', '--config.checkpoint_every=3'),
+      cwd=ROOT, env=env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-5000:]
+    assert 'process 0 of 2' in log or 'process 1 of 2' in log
+    assert '4 global devices' in log
+  sums = [checksum(log) for log in logs]
+  assert sums[0][0] == sums[1][0] == 6
+  assert sums[0][1] == sums[1][1]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.batch_sise=4', 'batch_sise'),
+    ('--config.batch_size=four', 'batch_size'),
+])
+def test_bad_config_overrides_name_the_key(tmp_path, data_dir, override, message):
+  out = run(str(tmp_path / 'bad'), data_dir, override, check=False)
+  assert out.returncode != 0
+  assert message in out.stderr
+
+
+def test_final_evaluation_reports_ap(data_dir, tmp_path):
+  workdir = str(tmp_path / 'eval')
+  out = run(workdir, data_dir, '--config.eval_at_end=True', '--config.num_train_steps=4')
+  assert re.search(r'final evaluation \(6 images\): AP [0-9.]+', out.stdout)
+  assert os.path.exists(os.path.join(workdir, 'eval_4_metrics.json'))
+  assert os.path.exists(os.path.join(workdir, 'eval_4_detections.json'))
