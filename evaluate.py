@@ -24,6 +24,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_conf
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints; results '
                                'are written here.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_PARAMS = flags.DEFINE_string('params', None, 'A params checkpoint instead of --workdir\'s '
+                              '(e.g. from python -m fcos_jax.tools.import_torchvision).')
 _SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.eval_split).')
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO ground-truth JSON (default: built '
                                    'from the TFDS split).')
@@ -93,12 +95,16 @@ def main(argv):
     metrics = score_file(config, _DETECTIONS.value, _ANNOTATIONS.value, split, out_dir)
     print_metrics(metrics, metrics['per_category_ap'])
     return
-  if not _WORKDIR.value:
-    raise app.UsageError('--workdir (with checkpoints) or --detections is required')
+  if not (_WORKDIR.value or _PARAMS.value):
+    raise app.UsageError('--workdir (with checkpoints), --params or --detections is required')
   from fcos_jax import evaluation, trainer
-  model, variables, step = trainer.load_variables(config, _WORKDIR.value, _STEP.value)
+  if _PARAMS.value:
+    model, variables = trainer.load_params_variables(config, _PARAMS.value)
+    step = 0
+  else:
+    model, variables, step = trainer.load_variables(config, _WORKDIR.value, _STEP.value)
   logging.info('evaluating checkpoint of step %d on split %r', step, split)
-  out_dir = _OUT.value or _WORKDIR.value
+  out_dir = _OUT.value or _WORKDIR.value or _PARAMS.value
   import tensorflow as tf
   tf.io.gfile.makedirs(out_dir)
   metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,

@@ -20,8 +20,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_conf
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_PARAMS = flags.DEFINE_string('params', None, 'A params checkpoint instead of --workdir\'s '
+                              '(e.g. from python -m fcos_jax.tools.import_torchvision).')
 _OUT = flags.DEFINE_string('out', None, 'Export directory to write.')
-flags.mark_flags_as_required(['config', 'workdir', 'out'])
+flags.mark_flags_as_required(['config', 'out'])
 
 
 def main(argv):
@@ -30,7 +32,13 @@ def main(argv):
   from fcos_jax import serving, trainer
   from fcos_jax.data import input_pipeline
   config = _CONFIG.value
-  model, variables, step = trainer.load_variables(config, _WORKDIR.value, _STEP.value)
+  if _PARAMS.value:
+    model, variables = trainer.load_params_variables(config, _PARAMS.value)
+    step = 0
+  elif _WORKDIR.value:
+    model, variables, step = trainer.load_variables(config, _WORKDIR.value, _STEP.value)
+  else:
+    raise app.UsageError('give --workdir (a training run) or --params (a params checkpoint)')
   categories = input_pipeline.get_categories(input_pipeline.get_builder(config.data))
   meta = serving.export_detector(config, model, variables, _OUT.value, categories)
   size = sum(os.path.getsize(os.path.join(_OUT.value, f)) for f in os.listdir(_OUT.value))

@@ -6,6 +6,9 @@ import ml_collections
 def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.num_classes = 80
+  # 'dataset': output k = dataset label k (0..K-1). 'category_id': output k = COCO category id k
+  # (torchvision's 91-way layout); labels are mapped to category ids for training.
+  m.label_space = 'dataset'
   m.backbone_depth = 50          # 18, 34, 50, 101
   m.backbone_width = 64          # base width of the ResNet (64 = torchvision's ResNets)
   m.freeze_at = 2                # frozen: stem + layer1

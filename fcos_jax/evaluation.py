@@ -59,8 +59,9 @@ def tfds_skip_decoding():
   return tfds.decode.SkipDecoding()
 
 
-def to_coco_results(det, batch, categories: input_pipeline.Categories) -> List[Dict[str, Any]]:
-  """Detections of one batch (numpy) -> COCO result dicts in original-image pixels."""
+def to_coco_results(det, batch, class_ids: Sequence[int]) -> List[Dict[str, Any]]:
+  """Detections of one batch (numpy) -> COCO result dicts in original-image pixels;
+  `class_ids[k]` is the COCO category id of model output k."""
   results = []
   for k in np.flatnonzero(batch['mask']):
     n = int(det['num_valid'][k])
@@ -71,7 +72,7 @@ def to_coco_results(det, batch, categories: input_pipeline.Categories) -> List[D
     boxes = det['boxes'][k, :n] * np.array([ow / rw, oh / rh, ow / rw, oh / rh])
     for box, score, cls in zip(boxes, det['scores'][k, :n], det['classes'][k, :n]):
       results.append({'image_id': int(batch['image_id'][k]),
-                      'category_id': int(categories.ids[int(cls)]),
+                      'category_id': int(class_ids[int(cls)]),
                       'bbox': [float(box[0]), float(box[1]), float(box[2] - box[0]),
                                float(box[3] - box[1])],
                       'score': float(score)})
@@ -134,7 +135,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
                   batch_size: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
   """Detections (COCO results) for this process's part of the split, plus counts and timing."""
   builder = input_pipeline.get_builder(config.data)
-  categories = input_pipeline.get_categories(builder)
+  class_ids = input_pipeline.model_class_ids(config.model, input_pipeline.get_categories(builder))
+  valid_ids = set(input_pipeline.get_categories(builder).ids)
   batch_size = batch_size or config.eval_batch_size
   devices = jax.local_devices()
   devices = devices[:math.gcd(batch_size, len(devices))]  # as many as split the batch evenly
@@ -158,7 +160,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
     sizes = jax.device_put(batch['image_size'], sharding)
     det = jax.device_get(predict(variables, images, sizes)._asdict())
     model_time += time.perf_counter() - t
-    results += to_coco_results(det, batch, categories)
+    # Outputs with no category in this dataset (torchvision's background / N/A slots) are dropped.
+    results += [r for r in to_coco_results(det, batch, class_ids) if r['category_id'] in valid_ids]
     num_images += int(batch['mask'].sum())
     if bar is not None:
       bar.update(int(batch['mask'].sum()))

@@ -42,7 +42,11 @@ def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 
 def export_detector(config, model, variables, out_dir: str, categories) -> Dict[str, Any]:
-  """Writes the artifact for every bucket shape of `config.data` (eval sizes) into out_dir."""
+  """Writes the artifact for every bucket shape of `config.data` (eval sizes) into out_dir.
+
+  `categories`: the dataset's `Categories`; metadata names the class of every model output.
+  """
+  from fcos_jax.data.input_pipeline import model_class_ids
   from fcos_jax import inference
   from fcos_jax.data.preprocessing import bucket_shapes
   os.makedirs(out_dir, exist_ok=True)
@@ -71,6 +75,8 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
     with open(os.path.join(out_dir, name), 'wb') as f:
       f.write(exported.serialize())
     files.append({'file': name, 'height': h, 'width': w})
+  class_ids = [int(i) for i in model_class_ids(config.model, categories)]
+  names = dict(zip(categories.ids, categories.names))
   metadata = {
       'format': 'fcos_jax export v1',
       'models': files,
@@ -81,8 +87,8 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
                         'note': 'images are uint8 RGB, padded bottom/right with zeros; '
                                 'normalization happens inside the exported function'},
       'postprocess': dict(config.postprocess),
-      'class_names': list(categories.names),
-      'category_ids': list(categories.ids),
+      'class_names': [names.get(i, 'N/A') for i in class_ids],
+      'category_ids': list(class_ids),
   }
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)

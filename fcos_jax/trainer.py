@@ -100,6 +100,31 @@ def load_variables(config, workdir: str, step: Optional[int] = None):
   return model, {'params': state.params, 'batch_stats': state.batch_stats}, step
 
 
+def load_params_variables(config, path: str):
+  """(model, variables) from a params checkpoint (e.g. an imported torchvision detector); every
+  tensor the model needs must be there with its shape."""
+  model = fcos.create_model(config.model)
+  like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+  loaded = checkpoints.load_params(path)
+  variables = {}
+  for collection in like:
+    want = {jax.tree_util.keystr(k): v
+            for k, v in jax.tree_util.tree_flatten_with_path(like[collection])[0]}
+    have = {jax.tree_util.keystr(k): v
+            for k, v in jax.tree_util.tree_flatten_with_path(loaded.get(collection, {}))[0]}
+    if set(want) != set(have):
+      raise ValueError(f'{path}: {collection} does not fit the model: missing '
+                       f'{sorted(set(want) - set(have))[:5]}, unexpected '
+                       f'{sorted(set(have) - set(want))[:5]}')
+    for key, spec in want.items():
+      if tuple(have[key].shape) != tuple(spec.shape):
+        raise ValueError(f'{path}: {collection}{key} has shape {tuple(have[key].shape)}, the '
+                         f'model needs {tuple(spec.shape)}')
+    variables[collection] = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32),
+                                                   loaded[collection])
+  return model, variables
+
+
 class _Preemption:
   """SIGTERM (TPU/cloud preemption) -> save and exit at the next step boundary."""
 
@@ -152,7 +177,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   local_batch = config.batch_size // jax.process_count()
   model, tx, state = build_training(config, mesh)
 
-  dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed)
+  label_map = input_pipeline.training_label_map(
+      config.model, input_pipeline.get_categories(input_pipeline.get_builder(config.data)))
+  dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed,
+                                                label_map=label_map)
   data_iter = iter(dataset)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   restored = ckpt.restore_latest(state, data_iter)

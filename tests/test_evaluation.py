@@ -95,7 +95,7 @@ def test_detections_map_back_to_the_original_frame(config):
         det['scores'][k, j] = 1.0 - 0.01 * j
         det['classes'][k, j] = label_of[a['category_id']]
       det['num_valid'][k] = len(anns)
-    results += evaluation.to_coco_results(det, batch, cats)
+    results += evaluation.to_coco_results(det, batch, cats.ids)
   stats = evaluation.coco_eval(gt, results)['stats']
   assert stats['AP'] == pytest.approx(1.0)
   assert stats['AP75'] == pytest.approx(1.0)

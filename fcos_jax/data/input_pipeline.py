@@ -66,6 +66,26 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def model_class_ids(model_config, categories: Categories) -> Tuple[int, ...]:
+  """The COCO category id of each model output index."""
+  if model_config.get('label_space', 'dataset') == 'category_id':
+    return tuple(range(model_config.num_classes))
+  return categories.ids
+
+
+def training_label_map(model_config, categories: Categories) -> Optional[Tuple[int, ...]]:
+  """Dataset label -> model output index (None: the identity)."""
+  if model_config.get('label_space', 'dataset') == 'category_id':
+    if max(categories.ids) >= model_config.num_classes:
+      raise ValueError(f'category ids up to {max(categories.ids)} need num_classes > '
+                       f'{max(categories.ids)}, got {model_config.num_classes}')
+    return categories.ids
+  if len(categories.ids) > model_config.num_classes:
+    raise ValueError(f'the dataset has {len(categories.ids)} categories but model.num_classes '
+                     f'is {model_config.num_classes}')
+  return None
+
+
 def get_categories(builder) -> Categories:
   """Categories of a dataset: `categories.json` written by the converter, else COCO's ids."""
   names = tuple(builder.info.features['objects']['label'].names)
@@ -125,8 +145,9 @@ def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> 
   return {'bucket_fractions': counts / total, 'scanned': total, 'without_boxes': empty}
 
 
-def _train_preprocess(data_config, shape, seed):
+def _train_preprocess(data_config, shape, seed, label_map=None):
   min_sizes = tf.constant(list(data_config.min_sizes), tf.float32)
+  label_map = None if label_map is None else tf.constant(list(label_map), tf.int64)
 
   def fn(index, ex):
     rng = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 2)
@@ -135,6 +156,8 @@ def _train_preprocess(data_config, shape, seed):
     keep = ~ex['objects']['is_crowd']
     boxes = pp.normalized_to_absolute(tf.boolean_mask(ex['objects']['bbox'], keep), hw)
     classes = tf.boolean_mask(ex['objects']['label'], keep)
+    if label_map is not None:
+      classes = tf.gather(label_map, classes)
     pick = tf.random.stateless_uniform([], rng[0], 0, len(data_config.min_sizes), tf.int32)
     scale = pp.resize_scale(hw, min_sizes[pick], data_config.max_size)
     image, new_hw = pp.resize_image(image, scale)
@@ -154,8 +177,12 @@ def _train_preprocess(data_config, shape, seed):
 def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
                          process_index: Optional[int] = None,
                          process_count: Optional[int] = None,
-                         bucket_weights: Optional[Sequence[float]] = None) -> tf.data.Dataset:
+                         bucket_weights: Optional[Sequence[float]] = None,
+                         label_map: Optional[Sequence[int]] = None) -> tf.data.Dataset:
   """Infinite dataset of batches of `batch_size` (this process's share of the global batch).
+
+  `label_map`: class id to train for each dataset label (e.g. COCO category ids for a model
+  whose outputs are indexed by category id); default: the label itself.
 
   Elements: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2] (resized h, w), 'boxes'
   float32 [B, M, 4] (x0, y0, x1, y1), 'classes' int32 [B, M], 'box_valid' bool [B, M],
@@ -186,7 +213,7 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
                     reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()
     ds = ds.map(_train_preprocess(data_config, shape,
-                                  seed * 1_000_003 + 7919 * process_index + 101 * b),
+                                  seed * 1_000_003 + 7919 * process_index + 101 * b, label_map),
                 num_parallel_calls=tf.data.AUTOTUNE)
     streams.append(ds.batch(batch_size, drop_remainder=True))
     weights.append(float(bucket_weights[b]))

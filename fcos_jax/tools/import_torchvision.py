@@ -1,0 +1,134 @@
+"""Import torchvision weights into fcos_jax (an orbax params checkpoint).
+
+  python -m fcos_jax.tools.import_torchvision --weights resnet50-11ad3fa6.pth --out DIR
+  python -m fcos_jax.tools.import_torchvision --weights fcos_resnet50_fpn_coco-99b0c9b7.pth --out DIR
+
+- A `resnet50` ImageNet state dict -> backbone parameters + frozen-BN statistics (the classifier
+  `fc.*` is dropped), the `init_checkpoint` of configs/coco.py.
+- A `fcos_resnet50_fpn` COCO state dict -> the whole detector of configs/coco_torchvision.py,
+  usable by evaluate.py / export.py with `--params DIR`.
+
+The file is read without executing pickled code (`torch.load(..., weights_only=True)`, or a
+`.safetensors` file). Every tensor is checked: a missing, unexpected or mis-shaped key is an
+error naming it.
+"""
+
+import os
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+from fcos_jax.models import torchvision_names
+
+IGNORED_SUFFIXES = ('num_batches_tracked',)   # BatchNorm2d's counter: not a weight
+RESNET_CLASSIFIER = ('fc.weight', 'fc.bias')  # ImageNet head: not part of a detection backbone
+
+
+class WeightImportError(ValueError):
+  pass
+
+
+def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+  """{key: numpy array} of a .pth (weights only, no pickled code) or .safetensors file."""
+  if not os.path.exists(path):
+    raise WeightImportError(f'{path}: no such file')
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file
+    return dict(load_file(path))
+  import torch
+  try:
+    sd = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # noqa: BLE001 - report what the file is, not torch's internals
+    raise WeightImportError(f'{path}: cannot be read as a weights-only torch file: {e}') from e
+  if isinstance(sd, Mapping) and 'model' in sd and isinstance(sd['model'], Mapping):
+    sd = sd['model']  # training checkpoints of torchvision's references wrap the weights
+  if not isinstance(sd, Mapping):
+    raise WeightImportError(f'{path}: expected a state dict, got {type(sd).__name__}')
+  return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+def detect_kind(state_dict: Mapping[str, Any]) -> str:
+  if any(k.startswith('backbone.body.') for k in state_dict):
+    return 'fcos'
+  if 'conv1.weight' in state_dict and any(k.startswith('layer4.') for k in state_dict):
+    return 'resnet'
+  raise WeightImportError('neither a torchvision fcos_resnet50_fpn nor a resnet state dict '
+                          f'(first keys: {list(state_dict)[:5]})')
+
+
+def _set(tree: Dict[str, Any], path: Tuple[str, ...], value) -> None:
+  for p in path[:-1]:
+    tree = tree.setdefault(p, {})
+  tree[path[-1]] = value
+
+
+def convert(state_dict: Mapping[str, np.ndarray], variables_like, kind: str) -> Dict[str, Any]:
+  """torchvision state dict -> {'params': ..., 'batch_stats': ...} in the layout of
+  `variables_like` (the target model's variables or their shapes); checks every tensor."""
+  names = torchvision_names.torchvision_names(variables_like)  # torch key -> (collection, path)
+  if kind == 'resnet':
+    names = {k[len('backbone.body.'):]: v for k, v in names.items()
+             if k.startswith('backbone.body.')}
+    extra_ok = set(RESNET_CLASSIFIER)
+  elif kind == 'fcos':
+    extra_ok = set()
+  else:
+    raise WeightImportError(f"kind must be 'resnet' or 'fcos', got {kind!r}")
+  keys = {k for k in state_dict if not k.endswith(IGNORED_SUFFIXES)} - extra_ok
+  unexpected = sorted(keys - set(names))
+  missing = sorted(set(names) - keys)
+  if unexpected:
+    raise WeightImportError(f'unexpected key(s) with no place in the model: {unexpected[:10]}'
+                            + (f' (+{len(unexpected) - 10} more)' if len(unexpected) > 10 else ''))
+  if missing:
+    raise WeightImportError(f'missing key(s) the model needs: {missing[:10]}'
+                            + (f' (+{len(missing) - 10} more)' if len(missing) > 10 else ''))
+  out: Dict[str, Any] = {'params': {}, 'batch_stats': {}}
+  for key, (collection, path) in names.items():
+    value = torchvision_names.torch_to_flax(state_dict[key], path[-1]).astype(np.float32)
+    like = variables_like[collection]
+    for p in path:
+      like = like[p]
+    if tuple(value.shape) != tuple(like.shape):
+      raise WeightImportError(f'{key}: shape {tuple(state_dict[key].shape)} does not fit '
+                              f'{collection}/{"/".join(path)} of shape {tuple(like.shape)}')
+    _set(out[collection], path, value)
+  return out
+
+
+def save(variables: Dict[str, Any], out_dir: str) -> None:
+  import orbax.checkpoint as ocp
+  out_dir = os.path.abspath(out_dir)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(out_dir, variables)
+
+
+def import_weights(weights: str, out: str, model_config=None) -> Tuple[str, int]:
+  """Reads `weights`, converts for `model_config` (default: configs/coco_torchvision.py's model
+  for a detector, configs/coco.py's for a backbone) and saves; returns (kind, tensor count)."""
+  import jax
+  import jax.numpy as jnp
+  from fcos_jax.models import fcos
+  state_dict = read_state_dict(weights)
+  kind = detect_kind(state_dict)
+  if model_config is None:
+    from configs import coco, coco_torchvision
+    model_config = (coco_torchvision if kind == 'fcos' else coco).get_config().model
+  model = fcos.create_model(model_config)
+  like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  variables = convert(state_dict, like, kind)
+  save(variables, out)
+  return kind, sum(len(jax.tree_util.tree_leaves(v)) for v in variables.values())
+
+
+def main(argv):
+  from absl import flags
+  kind, n = import_weights(flags.FLAGS.weights, flags.FLAGS.out)
+  print(f'imported a torchvision {kind} state dict ({n} tensors) into {flags.FLAGS.out}')
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  flags.DEFINE_string('weights', None, 'torchvision .pth or .safetensors file.', required=True)
+  flags.DEFINE_string('out', None, 'Output directory (orbax checkpoint).', required=True)
+  app.run(main)
