@@ -16,6 +16,8 @@ _EXPORT = flags.DEFINE_string('export', None, 'Directory written by export.py.')
 _IMAGES = flags.DEFINE_multi_string('image', [], 'Image file(s).')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
 _MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
+_DRAW_SCALE = flags.DEFINE_integer('draw_scale', 0, 'Enlarge the picture this many times '
+                                   '(0: enough for a longer side of at least 512 px).')
 flags.mark_flags_as_required(['export', 'out'])
 
 
@@ -37,7 +39,8 @@ def main(argv):
     results[path] = dets
     shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
     out = os.path.join(_OUT.value, os.path.splitext(os.path.basename(path))[0] + '.png')
-    visualize.draw_detections(image, shown).save(out)
+    scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
+    visualize.draw_detections(image, shown, scale=scale).save(out)
     print(f'{path}: {len(dets)} detections, {len(shown)} drawn (score >= {_MIN_SCORE.value}) '
           f'-> {out}')
   with open(os.path.join(_OUT.value, 'detections.json'), 'w') as f:

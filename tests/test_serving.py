@@ -86,7 +86,8 @@ def test_predict_writes_pictures_and_json(exported, tmp_path):
   Image.fromarray(np.full((48, 72, 3), 128, np.uint8)).save(image_path)
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'predict.py'), f'--export={out}',
-       f'--image={image_path}', f'--out={tmp_path / "pred"}', '--min_score=0'],
+       f'--image={image_path}', f'--out={tmp_path / "pred"}', '--min_score=0',
+       '--draw_scale=1'],
       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   with Image.open(tmp_path / 'pred' / 'in.png') as im:

@@ -211,3 +211,34 @@ def test_imagenet_resnet50_import(models, tmp_path):
       resnet.state_dict()['layer3.2.conv2.weight'].numpy().transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(loaded['batch_stats']['backbone']['layer1']['0']['downsample_bn']
                                 ['var'], resnet.state_dict()['layer1.0.downsample.1.running_var'])
+
+
+def test_imagenet_backbone_initializes_training(tmp_path):
+  """An imported ImageNet ResNet becomes `init_checkpoint`: backbone and frozen-BN statistics
+  replaced, FPN and head keep their fresh init."""
+  from configs import coco
+  from fcos_jax import optim, train_step, trainer
+  torch.manual_seed(0)
+  resnet = torchvision.models.resnet18(weights=None)
+  with torch.no_grad():
+    for m in resnet.modules():
+      if isinstance(m, nn.BatchNorm2d):
+        m.running_var.uniform_(0.5, 2.0)
+  path = tmp_path / 'resnet18.pth'
+  torch.save(resnet.state_dict(), path)
+  config = coco.get_config()
+  config.model.update(backbone_depth=18, fpn_channels=32, head_num_convs=1, num_classes=3)
+  import_torchvision.import_weights(str(path), str(tmp_path / 'r18'), config.model)
+  mesh = train_step.make_mesh(jax.devices()[:1])
+  model = fcos.create_model(config.model)
+  like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  tx = optim.create_optimizer(config, like['params'])
+  state = train_step.create_train_state(config, model, tx, mesh, (64, 64))
+  merged = trainer.merge_init_checkpoint(state, str(tmp_path / 'r18'))
+  sd = resnet.state_dict()
+  np.testing.assert_array_equal(merged.params['backbone']['layer4']['1']['conv2']['kernel'],
+                                sd['layer4.1.conv2.weight'].numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(merged.batch_stats['backbone']['bn1']['var'],
+                                sd['bn1.running_var'].numpy())
+  np.testing.assert_array_equal(merged.params['head']['cls_logits']['kernel'],
+                                state.params['head']['cls_logits']['kernel'])

@@ -65,6 +65,9 @@ def _set(tree: Dict[str, Any], path: Tuple[str, ...], value) -> None:
 def convert(state_dict: Mapping[str, np.ndarray], variables_like, kind: str) -> Dict[str, Any]:
   """torchvision state dict -> {'params': ..., 'batch_stats': ...} in the layout of
   `variables_like` (the target model's variables or their shapes); checks every tensor."""
+  if kind == 'resnet':  # only the backbone has counterparts in an ImageNet ResNet
+    variables_like = {c: {'backbone': v['backbone']} for c, v in variables_like.items()
+                      if 'backbone' in v}
   names = torchvision_names.torchvision_names(variables_like)  # torch key -> (collection, path)
   if kind == 'resnet':
     names = {k[len('backbone.body.'):]: v for k, v in names.items()
