@@ -49,8 +49,10 @@ def print_metrics(metrics, per_category):
     for name, ap in sorted(per_category.items(), key=lambda kv: -kv[1]):
       print(f'  {name:<24} {ap:.4f}')
   if 'model_seconds' in metrics:
-    print(f'inference: {metrics["model_seconds"]:.1f} s ({metrics["images_per_second"]:.1f} '
-          f'images/s overall); COCOeval: {metrics["coco_eval_seconds"]:.1f} s')
+    print(f'inference: {metrics["model_seconds"]:.1f} s of model time, '
+          f'{metrics["model_images_per_second"]:.1f} images/s after compilation, '
+          f'{metrics["images_per_second"]:.1f} images/s overall (data, compile, model); '
+          f'COCOeval: {metrics["coco_eval_seconds"]:.1f} s')
 
 
 def score_file(config, detections, annotations, split, out_dir):

@@ -60,6 +60,7 @@ class Checkpointer:
     """
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
+    unusable = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -69,11 +70,29 @@ class Checkpointer:
             raise FileNotFoundError(f'no data-iterator state at {path}')
           tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
         logging.info('restored checkpoint of step %d from %s', step, self.directory)
+        self._set_aside(unusable)
         return state
       except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
         logging.warning('checkpoint of step %d in %s cannot be restored (%s: %s); trying an '
                         'older one', step, self.directory, type(e).__name__, e)
+        unusable.append(step)
+    self._set_aside(unusable)
     return None
+
+  def _set_aside(self, steps) -> None:
+    """Rename unrestorable steps to '<step>.unrestorable' (kept for inspection, no longer
+    listed), so that training can write those steps again."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        tf.io.gfile.rename(src, f'{src}.unrestorable', overwrite=True)
+        logging.warning('moved unrestorable checkpoint %s aside to %s.unrestorable', src, src)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('checkpoints_set_aside')
+    self.manager.reload()
 
   def restore(self, step: int, state_like: Any) -> Any:
     """The state of checkpoint `step` (no data iterator), e.g. for evaluation or export."""

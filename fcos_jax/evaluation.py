@@ -153,13 +153,19 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   if progress:
     from tqdm import tqdm
     bar = tqdm(desc=f'evaluating {split or config.data.eval_split}', unit='images')
+  seen_shapes, steady_time, steady_images = set(), 0.0, 0
   start = time.perf_counter()
   for batch in ds.as_numpy_iterator():
     t = time.perf_counter()
     images = jax.device_put(batch['image'], sharding)
     sizes = jax.device_put(batch['image_size'], sharding)
     det = jax.device_get(predict(variables, images, sizes)._asdict())
-    model_time += time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    model_time += elapsed
+    if batch['image'].shape in seen_shapes:  # the first batch of a shape includes compiling
+      steady_time += elapsed
+      steady_images += int(batch['mask'].sum())
+    seen_shapes.add(batch['image'].shape)
     # Outputs with no category in this dataset (torchvision's background / N/A slots) are dropped.
     results += [r for r in to_coco_results(det, batch, class_ids) if r['category_id'] in valid_ids]
     num_images += int(batch['mask'].sum())
@@ -168,7 +174,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   if bar is not None:
     bar.close()
   return {'results': results, 'num_images': num_images, 'model_seconds': model_time,
-          'total_seconds': time.perf_counter() - start}
+          'total_seconds': time.perf_counter() - start,
+          'model_images_per_second': steady_images / steady_time if steady_time else float('nan')}
 
 
 def evaluate(config, model, variables, *, workdir: Optional[str] = None,
@@ -201,7 +208,8 @@ def evaluate(config, model, variables, *, workdir: Optional[str] = None,
         num_images += part['num_images']
     multihost_utils.sync_global_devices(f'{tag}_read')
   metrics = {'num_images': num_images, 'model_seconds': pred['model_seconds'],
-             'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9)}
+             'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9),
+             'model_images_per_second': pred['model_images_per_second']}
   if jax.process_index() != 0:
     return metrics
   builder = input_pipeline.get_builder(config.data)

@@ -3,6 +3,12 @@
 import os
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+
+try:  # torch must load before TensorFlow: the other order segfaults (clashing native libraries)
+  import torch  # noqa: F401
+  import torchvision  # noqa: F401
+except ImportError:
+  pass
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 

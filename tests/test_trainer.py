@@ -69,12 +69,12 @@ def data_dir(tmp_path_factory):
 def reference_run(tmp_path_factory, data_dir):
   """An uninterrupted 12-step run: (workdir, log)."""
   workdir = str(tmp_path_factory.mktemp('reference'))
-  out = run(workdir, data_dir)
-  return workdir, out.stderr
+  out = run(workdir, data_dir, '--config.eval_at_end=True')
+  return workdir, out.stderr, out.stdout
 
 
 def test_uninterrupted_run_compiles_once_per_bucket(reference_run):
-  workdir, log = reference_run
+  workdir, log, _ = reference_run
   assert checksum(log)[0] == 12
   compiles = re.findall(r'compiled the train step for image shape \((\d+), (\d+)\)', log)
   assert 1 <= len(compiles) <= 2 and len(set(compiles)) == len(compiles)
@@ -82,6 +82,13 @@ def test_uninterrupted_run_compiles_once_per_bucket(reference_run):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '4', '8']
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert re.search(r'step 12: .*loss_total=', log)
+
+
+def test_final_evaluation_reports_ap(reference_run):
+  workdir, _, stdout = reference_run
+  assert re.search(r'final evaluation \(6 images\): AP [0-9.]+', stdout)
+  for name in ('eval_12_metrics.json', 'eval_12_detections.json'):
+    assert os.path.exists(os.path.join(workdir, name))
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, tmp_path):
@@ -97,19 +104,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, 
   assert value == pytest.approx(checksum(reference_run[1])[1], rel=1e-6)
 
 
-def test_sigterm_saves_and_exits_cleanly_then_resumes(data_dir, tmp_path):
+def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
   workdir = str(tmp_path / 'term')
-  proc, log = start_and_wait(workdir, data_dir, r'step 2: ')
+  proc, log = start_and_wait(workdir, data_dir, r'step 2: ', '--config.data.aspect_buckets=False')
   proc.send_signal(signal.SIGTERM)
   rest, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, (log + rest)[-4000:]
   saved = re.search(r'checkpoint of step (\d+) written after SIGTERM', log + rest)
   assert saved, (log + rest)[-4000:]
   step = int(saved.group(1))
+  assert 2 <= step < 12
   assert str(step) in os.listdir(os.path.join(workdir, 'checkpoints'))
-  out = run(workdir, data_dir)
-  assert f'resuming at step {step}' in out.stderr
-  assert checksum(out.stderr)[0] == 12
+  assert os.path.isdir(os.path.join(workdir, 'data_state', 'process_0', f'step_{step}'))
 
 
 def test_corrupted_latest_checkpoint_is_skipped(reference_run, data_dir, tmp_path):
@@ -126,6 +132,8 @@ def test_corrupted_latest_checkpoint_is_skipped(reference_run, data_dir, tmp_pat
   assert 'checkpoint of step 12' in out.stderr and 'cannot be restored' in out.stderr
   assert 'resuming at step 8' in out.stderr
   assert checksum(out.stderr)[0] == 14
+  steps = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert '12.unrestorable' in steps and '12' in steps and '14' in steps  # 12 written anew
 
 
 def free_port():
@@ -139,7 +147,8 @@ def test_two_processes_on_loopback_finish_with_identical_parameters(data_dir, tm
   address = f'127.0.0.1:{free_port()}'
   procs = [subprocess.Popen(
       command(workdir, data_dir, f'--coordinator_address={address}', '--num_processes=2',
-              f'--process_id={i}', '--config.num_train_steps=6', '--config.checkpoint_every=3'),
+              f'--process_id={i}', '--config.num_train_steps=6', '--config.checkpoint_every=3',
+              '--config.data.aspect_buckets=False'),
       cwd=ROOT, env=env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   logs = [p.communicate(timeout=600)[0] for p in procs]
@@ -162,10 +171,3 @@ def test_bad_config_overrides_name_the_key(tmp_path, data_dir, override, message
   assert out.returncode != 0
   assert message in out.stderr
 
-
-def test_final_evaluation_reports_ap(data_dir, tmp_path):
-  workdir = str(tmp_path / 'eval')
-  out = run(workdir, data_dir, '--config.eval_at_end=True', '--config.num_train_steps=4')
-  assert re.search(r'final evaluation \(6 images\): AP [0-9.]+', out.stdout)
-  assert os.path.exists(os.path.join(workdir, 'eval_4_metrics.json'))
-  assert os.path.exists(os.path.join(workdir, 'eval_4_detections.json'))
