@@ -2,8 +2,6 @@
 
 from typing import Any, Callable
 
-import jax
-
 from fcos_jax import postprocess
 from fcos_jax.data.preprocessing import normalize_images
 from fcos_jax.models.fcos import DTYPES

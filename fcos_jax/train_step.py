@@ -8,7 +8,6 @@ unchanged and records the step in `state.bad_step`, which the host checks when i
 so no per-step host round trip is needed and the last good parameters survive.
 """
 
-import functools
 from typing import Any, Dict, Tuple
 
 import flax

@@ -4,7 +4,6 @@ import filecmp
 import json
 import os
 
-import numpy as np
 
 from fcos_jax.data import synthetic
 

@@ -16,7 +16,6 @@ file and counted per kind; `--on_error=fail` stops at the first one instead.
 
 import collections
 import dataclasses
-import io
 import json
 import logging
 import os
