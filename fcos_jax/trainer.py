@@ -210,9 +210,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
           f'{ckpt.latest_step()}) in {ckpt.directory} is kept. Lower the learning rate or '
           'enable optimizer.grad_clip_norm.')
 
+  saved = {ckpt.latest_step()}
+
   def save(step):
+    if step in saved:  # e.g. SIGTERM right after a periodic save
+      return
     check_finite()
     ckpt.save(step, state, data_iter)
+    saved.add(step)
 
   step = start_step
   try:
@@ -252,8 +257,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         return {'preempted_at': step, 'train_programs': len(compiled)}
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         run_eval(config, model, state, workdir, step, writer)
-    if ckpt.latest_step() != step:
-      save(step)
+    save(step)
     ckpt.wait()
   finally:
     preemption.restore()
