@@ -75,7 +75,7 @@ def make_train_step(config, model, tx, mesh):
     terms = jax.lax.pmean(terms, DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(terms['total']) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(terms['total']) & jnp.isfinite(optax.tree.norm(grads))
     ok = finite & (state.bad_step < 0)  # after a bad step the state stays frozen
     keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
         lambda n, o: jnp.where(ok, n, o), new, old)
@@ -85,7 +85,7 @@ def make_train_step(config, model, tx, mesh):
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step))
     metrics = {f'loss_{k}' if k != 'num_pos' else k: v for k, v in terms.items()}
     metrics['num_pos'] = metrics['num_pos'] * jax.lax.psum(1, DATA_AXIS)  # total over devices
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     return new_state, metrics
 
   step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
