@@ -73,8 +73,8 @@ def test_detect_maps_to_original_pixels(exported):
   assert dets and all(set(d) == {'bbox', 'score', 'label', 'class_name', 'category_id'}
                       for d in dets)
   boxes = np.array([d['bbox'] for d in dets])
-  # The 50x80 image was resized to 60x96 (min 64? no: max side 96 wins); boxes come back clipped
-  # to the original 80x50 frame.
+  # The 50x80 image is resized to 60x96 (the longer side caps the scale at 96 / 80); boxes come
+  # back clipped to the original 80x50 frame.
   assert boxes[:, [0, 2]].max() <= 80 + 1e-3 and boxes[:, [1, 3]].max() <= 50 + 1e-3
   scores = [d['score'] for d in dets]
   assert scores == sorted(scores, reverse=True)
