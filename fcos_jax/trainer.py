@@ -37,6 +37,11 @@ def prepare_synthetic_data(config) -> None:
     multihost_utils.sync_global_devices('synthetic_data_ready')
 
 
+def _flat(tree) -> Dict[str, Any]:
+  """{"['a']['b']": leaf} of a pytree: tensors addressed by their path."""
+  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def merge_init_checkpoint(state: train_step.TrainState, path: str) -> train_step.TrainState:
   """Copy every tensor of an init checkpoint into the matching place of the state.
 
@@ -49,10 +54,8 @@ def merge_init_checkpoint(state: train_step.TrainState, path: str) -> train_step
   new = {}
   for collection in ('params', 'batch_stats'):
     target = getattr(state, collection)
-    flat_target = {jax.tree_util.keystr(k): v
-                   for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
-    flat_src = {jax.tree_util.keystr(k): v
-                for k, v in jax.tree_util.tree_flatten_with_path(loaded.get(collection, {}))[0]}
+    flat_target = _flat(target)
+    flat_src = _flat(loaded.get(collection, {}))
     unknown = sorted(set(flat_src) - set(flat_target))
     if unknown:
       raise ValueError(f'{path}: {collection} {unknown[:5]} (and {max(len(unknown) - 5, 0)} '
@@ -108,10 +111,8 @@ def load_params_variables(config, path: str):
   loaded = checkpoints.load_params(path)
   variables = {}
   for collection in like:
-    want = {jax.tree_util.keystr(k): v
-            for k, v in jax.tree_util.tree_flatten_with_path(like[collection])[0]}
-    have = {jax.tree_util.keystr(k): v
-            for k, v in jax.tree_util.tree_flatten_with_path(loaded.get(collection, {}))[0]}
+    want = _flat(like[collection])
+    have = _flat(loaded.get(collection, {}))
     if set(want) != set(have):
       raise ValueError(f'{path}: {collection} does not fit the model: missing '
                        f'{sorted(set(want) - set(have))[:5]}, unexpected '
