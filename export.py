@@ -1,6 +1,7 @@
 """Export a trained checkpoint as a self-contained inference artifact.
 
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
+  python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
 (model + decode + NMS, static output shapes) serialized with `jax.export` (StableHLO, symbolic
@@ -16,12 +17,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from fcos_jax import cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-_PARAMS = flags.DEFINE_string('params', None, 'A params checkpoint instead of --workdir\'s '
-                              '(e.g. from python -m fcos_jax.tools.import_torchvision).')
+cli.define_weights_flags()
 _OUT = flags.DEFINE_string('out', None, 'Export directory to write.')
 flags.mark_flags_as_required(['config', 'out'])
 
@@ -29,17 +29,11 @@ flags.mark_flags_as_required(['config', 'out'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from fcos_jax import serving, trainer
+  from fcos_jax import serving
   from fcos_jax.data import input_pipeline
   config = _CONFIG.value
-  if _PARAMS.value:
-    model, variables = trainer.load_params_variables(config, _PARAMS.value)
-    step = 0
-  elif _WORKDIR.value:
-    model, variables, step = trainer.load_variables(config, _WORKDIR.value, _STEP.value)
-  else:
-    raise app.UsageError('give --workdir (a training run) or --params (a params checkpoint)')
-  categories = input_pipeline.get_categories(input_pipeline.get_builder(config.data))
+  model, variables, step = cli.load_weights(config)
+  categories = input_pipeline.dataset_categories(config.data)
   meta = serving.export_detector(config, model, variables, _OUT.value, categories)
   size = sum(os.path.getsize(os.path.join(_OUT.value, f)) for f in os.listdir(_OUT.value))
   print(f'exported checkpoint step {step} to {_OUT.value}: '

@@ -16,7 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import tensorflow as tf  # noqa: E402
 
-from configs import coco  # noqa: E402
+from fcos_jax.configs import coco  # noqa: E402
 from fcos_jax.data import convert_coco, input_pipeline, synthetic  # noqa: E402
 
 

@@ -19,7 +19,7 @@ class Checkpointer:
   """Saves/restores (state, data iterator) in `workdir`; keeps the last `keep` steps."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = _absolute(os.path.join(workdir, 'checkpoints'))
+    self.directory = checkpoints_directory(workdir)
     self.data_directory = _absolute(
         os.path.join(workdir, 'data_state', f'process_{jax.process_index()}'))
     tf.io.gfile.makedirs(self.data_directory)
@@ -94,18 +94,41 @@ class Checkpointer:
       multihost_utils.sync_global_devices('checkpoints_set_aside')
     self.manager.reload()
 
-  def restore(self, step: int, state_like: Any) -> Any:
-    """The state of checkpoint `step` (no data iterator), e.g. for evaluation or export."""
-    if step not in self.manager.all_steps():
-      raise FileNotFoundError(f'no checkpoint of step {step} in {self.directory} (have '
-                              f'{sorted(self.manager.all_steps())})')
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def checkpoints_directory(workdir: str) -> str:
+  return _absolute(os.path.join(workdir, 'checkpoints'))
+
+
+def saved_steps(workdir: str):
+  """Steps of the finalized checkpoints in `workdir`, oldest first (nothing is created)."""
+  directory = checkpoints_directory(workdir)
+  if not tf.io.gfile.isdir(directory):
+    return []
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, read_only=True)) as manager:
+    return sorted(manager.all_steps())
+
+
+def restore_variables(workdir: str, step: int, variables_like: Any) -> Any:
+  """{'params', 'batch_stats'} of the train state saved at `step` in `workdir`, without the
+  optimizer state (orbax partial restore). `variables_like`: arrays or ShapeDtypeStructs
+  giving shapes, dtypes and shardings."""
+  if step not in saved_steps(workdir):
+    raise FileNotFoundError(f'no checkpoint of step {step} in {checkpoints_directory(workdir)} '
+                            f'(have {saved_steps(workdir)})')
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+      variables_like)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    return ckptr.restore(
+        os.path.join(checkpoints_directory(workdir), str(step), 'default'),
+        args=ocp.args.PyTreeRestore(
+            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True))
 
 
 def _absolute(path: str) -> str:

@@ -9,14 +9,15 @@ import math
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import inference
+from fcos_jax import inference, train_step
+from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import input_pipeline
 from fcos_jax.data.preprocessing import image_shape_from_header
 
@@ -29,7 +30,7 @@ class DetectionsFileError(ValueError):
 
 
 def ground_truth_from_tfds(builder, split: str,
-                           categories: input_pipeline.Categories) -> Dict[str, Any]:
+                           categories: categories_lib.Categories) -> Dict[str, Any]:
   """COCO-format ground truth of a TFDS split (absolute [x, y, w, h] boxes, areas, crowd)."""
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           decoders={'image': tfds_skip_decoding()})
@@ -52,6 +53,18 @@ def ground_truth_from_tfds(builder, split: str,
       next_id += 1
   images.sort(key=lambda im: im['id'])
   return {'images': images, 'annotations': annotations, 'categories': categories.to_coco()}
+
+
+def load_ground_truth(config, split: Optional[str] = None,
+                      annotations: Optional[str] = None) -> Dict[str, Any]:
+  """COCO-format ground truth of the split: the `annotations` JSON if given, else built from
+  the config's TFDS dataset."""
+  if annotations:
+    with tf.io.gfile.GFile(annotations) as f:
+      return json.load(f)
+  builder = input_pipeline.get_builder(config.data)
+  return ground_truth_from_tfds(builder, split or config.data.eval_split,
+                                categories_lib.from_builder(builder))
 
 
 def tfds_skip_decoding():
@@ -134,17 +147,16 @@ def host_copy(tree):
 def predict_split(config, model, variables, *, split: Optional[str] = None,
                   batch_size: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
   """Detections (COCO results) for this process's part of the split, plus counts and timing."""
-  builder = input_pipeline.get_builder(config.data)
-  class_ids = input_pipeline.model_class_ids(config.model, input_pipeline.get_categories(builder))
-  valid_ids = set(input_pipeline.get_categories(builder).ids)
+  categories = input_pipeline.dataset_categories(config.data)
+  class_ids = categories_lib.model_class_ids(config.model, categories)
+  valid_ids = set(categories.ids)
   batch_size = batch_size or config.eval_batch_size
   devices = jax.local_devices()
   devices = devices[:math.gcd(batch_size, len(devices))]  # as many as split the batch evenly
   # Inference needs no cross-process communication: a mesh over the local devices only lets
   # processes with different numbers of batches run independently.
-  mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  sharding = NamedSharding(mesh, P('data'))
+  mesh = train_step.make_mesh(devices)
+  sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
   predict = jax.jit(inference.make_predict_fn(config, model))
   variables = jax.device_put(host_copy(variables), NamedSharding(mesh, P()))
   ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split)
@@ -178,6 +190,76 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
           'model_images_per_second': steady_images / steady_time if steady_time else float('nan')}
 
 
+def gather_results(results: List[Dict[str, Any]], num_images: int, shared_dir: Optional[str],
+                   tag: str) -> Tuple[List[Dict[str, Any]], int]:
+  """All processes' (results, image count), complete on process 0 (through files in
+  `shared_dir/{tag}_parts`, which every process must see); a single process passes through."""
+  if jax.process_count() == 1:
+    return results, num_images
+  if shared_dir is None:
+    raise ValueError('a multi-process evaluation needs a shared workdir')
+  from jax.experimental import multihost_utils
+  tmp = os.path.join(shared_dir, f'{tag}_parts')
+  tf.io.gfile.makedirs(tmp)
+  part_path = os.path.join(tmp, f'process_{jax.process_index()}.json')
+  with tf.io.gfile.GFile(part_path, 'w') as f:
+    json.dump({'results': results, 'num_images': num_images}, f)
+  multihost_utils.sync_global_devices(f'{tag}_written')
+  if jax.process_index() == 0:
+    results, num_images = [], 0
+    for p in range(jax.process_count()):
+      with tf.io.gfile.GFile(os.path.join(tmp, f'process_{p}.json')) as f:
+        part = json.load(f)
+      results += part['results']
+      num_images += part['num_images']
+  multihost_utils.sync_global_devices(f'{tag}_read')
+  return results, num_images
+
+
+def score(gt: Dict[str, Any], results: Sequence[Dict[str, Any]],
+          num_images: Optional[int] = None) -> Dict[str, Any]:
+  """COCO metrics of `results` against `gt`; `num_images` (if given) must be the split's size."""
+  if num_images is not None and num_images != len(gt['images']):
+    raise RuntimeError(f'evaluated {num_images} images but the split has {len(gt["images"])}')
+  t = time.perf_counter()
+  scored = coco_eval(gt, results)
+  logging.info('COCOeval:\n%s', scored['summary'])
+  return dict(scored['stats'], split_size=len(gt['images']), num_detections=len(results),
+              per_category_ap=scored['per_category_ap'],
+              coco_eval_seconds=time.perf_counter() - t)
+
+
+def write_outputs(out_dir: str, tag: str, metrics: Dict[str, Any],
+                  results: Optional[Sequence[Dict[str, Any]]] = None) -> None:
+  """`{out_dir}/{tag}_metrics.json` and, with results, `{out_dir}/{tag}_detections.json`."""
+  tf.io.gfile.makedirs(out_dir)
+  with tf.io.gfile.GFile(os.path.join(out_dir, f'{tag}_metrics.json'), 'w') as f:
+    json.dump(metrics, f, indent=1)
+  if results is not None:
+    with tf.io.gfile.GFile(os.path.join(out_dir, f'{tag}_detections.json'), 'w') as f:
+      json.dump(results, f)
+
+
+def read_results_file(path: str) -> List[Dict[str, Any]]:
+  """A COCO results file (a JSON list of detections)."""
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      results = json.load(f)
+    except json.JSONDecodeError as e:
+      raise DetectionsFileError(f'{path}: malformed JSON: {e}') from None
+  if not isinstance(results, list):
+    raise DetectionsFileError(f'{path}: expected a JSON list of detections')
+  return results
+
+
+def score_results_file(config, path: str, *, split: Optional[str] = None,
+                       annotations: Optional[str] = None) -> Dict[str, Any]:
+  """Metrics of an existing COCO results file (no model) against the split's ground truth."""
+  results = read_results_file(path)
+  gt = load_ground_truth(config, split, annotations)
+  return dict(score(gt, results), num_images=len(gt['images']))
+
+
 def evaluate(config, model, variables, *, workdir: Optional[str] = None,
              split: Optional[str] = None, annotations: Optional[str] = None,
              tag: str = 'eval', progress: bool = False) -> Dict[str, Any]:
@@ -188,47 +270,13 @@ def evaluate(config, model, variables, *, workdir: Optional[str] = None,
   """
   split = split or config.data.eval_split
   pred = predict_split(config, model, variables, split=split, progress=progress)
-  results, num_images = pred['results'], pred['num_images']
-  if jax.process_count() > 1:
-    if workdir is None:
-      raise ValueError('a multi-process evaluation needs a shared workdir')
-    from jax.experimental import multihost_utils
-    tmp = os.path.join(workdir, f'{tag}_parts')
-    tf.io.gfile.makedirs(tmp)
-    part_path = os.path.join(tmp, f'process_{jax.process_index()}.json')
-    with tf.io.gfile.GFile(part_path, 'w') as f:
-      json.dump({'results': results, 'num_images': num_images}, f)
-    multihost_utils.sync_global_devices(f'{tag}_written')
-    if jax.process_index() == 0:
-      results, num_images = [], 0
-      for p in range(jax.process_count()):
-        with tf.io.gfile.GFile(os.path.join(tmp, f'process_{p}.json')) as f:
-          part = json.load(f)
-        results += part['results']
-        num_images += part['num_images']
-    multihost_utils.sync_global_devices(f'{tag}_read')
+  results, num_images = gather_results(pred['results'], pred['num_images'], workdir, tag)
   metrics = {'num_images': num_images, 'model_seconds': pred['model_seconds'],
              'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9),
              'model_images_per_second': pred['model_images_per_second']}
   if jax.process_index() != 0:
     return metrics
-  builder = input_pipeline.get_builder(config.data)
-  if annotations:
-    with tf.io.gfile.GFile(annotations) as f:
-      gt = json.load(f)
-  else:
-    gt = ground_truth_from_tfds(builder, split, input_pipeline.get_categories(builder))
-  metrics['split_size'] = len(gt['images'])
-  if num_images != len(gt['images']):
-    raise RuntimeError(f'evaluated {num_images} images but the split has {len(gt["images"])}')
-  t = time.perf_counter()
-  scored = coco_eval(gt, results)
-  metrics.update(scored['stats'], coco_eval_seconds=time.perf_counter() - t,
-                 per_category_ap=scored['per_category_ap'], num_detections=len(results))
-  logging.info('COCOeval:\n%s', scored['summary'])
+  metrics.update(score(load_ground_truth(config, split, annotations), results, num_images))
   if workdir is not None:
-    with tf.io.gfile.GFile(os.path.join(workdir, f'{tag}_metrics.json'), 'w') as f:
-      json.dump(metrics, f, indent=1)
-    with tf.io.gfile.GFile(os.path.join(workdir, f'{tag}_detections.json'), 'w') as f:
-      json.dump(results, f)
+    write_outputs(workdir, tag, metrics, results)
   return metrics

@@ -3,20 +3,17 @@
 from typing import Any, Callable
 
 from fcos_jax import postprocess
-from fcos_jax.data.preprocessing import normalize_images
-from fcos_jax.models.fcos import DTYPES
+from fcos_jax.normalize import image_normalizer
 
 
 def make_predict_fn(config, model) -> Callable[..., postprocess.Detections]:
   """(variables, images uint8 [B,H,W,3], image_sizes int [B,2]) -> `Detections` in the pixels of
   the resized (unpadded) images, boxes clipped to each image's own size."""
   post_kw = postprocess.postprocess_kwargs(config)
-  mean, std = tuple(config.data.pixel_mean), tuple(config.data.pixel_std)
-  dtype = DTYPES[config.model.dtype]
+  normalize = image_normalizer(config)
 
   def predict(variables: Any, images, image_sizes) -> postprocess.Detections:
-    x = normalize_images(images, image_sizes, mean, std, dtype)
-    out = model.apply(variables, x)
+    out = model.apply(variables, normalize(images, image_sizes))
     return postprocess.postprocess(out['cls_logits'], out['bbox_reg'], out['centerness'],
                                    image_size=images.shape[1:3], clip_sizes=image_sizes,
                                    **post_kw)

@@ -17,6 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcos_jax import inference
+from fcos_jax.data import categories as categories_lib
+from fcos_jax.data import sizes
+
 OUTPUT_KEYS = ('boxes', 'scores', 'classes', 'valid', 'num_valid')
 
 
@@ -46,9 +50,6 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
 
   `categories`: the dataset's `Categories`; metadata names the class of every model output.
   """
-  from fcos_jax.data.input_pipeline import model_class_ids
-  from fcos_jax import inference
-  from fcos_jax.data.preprocessing import bucket_shapes
   os.makedirs(out_dir, exist_ok=True)
   host_vars = jax.tree_util.tree_map(
       lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
@@ -62,7 +63,7 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
     return {k: getattr(det, k) for k in OUTPUT_KEYS}
 
   d = config.data
-  shapes = bucket_shapes((d.eval_min_size,), d.max_size, d.size_divisibility, d.aspect_buckets)
+  shapes = sizes.eval_shapes(d)
   var_specs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                      _unflatten(flat))
   (batch,) = jax.export.symbolic_shape('b')
@@ -75,7 +76,7 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
     with open(os.path.join(out_dir, name), 'wb') as f:
       f.write(exported.serialize())
     files.append({'file': name, 'height': h, 'width': w})
-  class_ids = [int(i) for i in model_class_ids(config.model, categories)]
+  class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
   names = dict(zip(categories.ids, categories.names))
   metadata = {
       'format': 'fcos_jax export v1',
@@ -93,13 +94,6 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)
   return metadata
-
-
-def resize_size(hw: Tuple[int, int], min_size: int, max_size: int) -> Tuple[int, int]:
-  """The resized (h, w) of the input pipeline's rule (float32 arithmetic, rounded)."""
-  h, w = (np.float32(v) for v in hw)
-  scale = np.minimum(np.float32(min_size) / min(h, w), np.float32(max_size) / max(h, w))
-  return (max(int(np.round(h * scale)), 1), max(int(np.round(w * scale)), 1))
 
 
 class Detector:
@@ -134,11 +128,9 @@ class Detector:
   def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
     """One original uint8 RGB image -> padded input [H, W, 3] and its resized (h, w)."""
     p = self.metadata['preprocessing']
-    h, w = image.shape[:2]
-    nh, nw = resize_size((h, w), p['min_size'], p['max_size'])
-    shape = next((s for s in self.shapes if nh <= s[0] and nw <= s[1]), None)
-    if shape is None:
-      raise ValueError(f'resized image {nh}x{nw} fits none of {self.shapes}')
+    hw = image.shape[:2]
+    nh, nw = sizes.resized_size(hw, p['min_size'], p['max_size'])
+    shape = self.shapes[sizes.bucket_of(hw, self.shapes)]
     resized = jax.image.resize(jnp.asarray(image, jnp.float32), (nh, nw, 3), 'bilinear',
                                antialias=False)
     resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)

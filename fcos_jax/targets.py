@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import points as points_lib
-from fcos_jax.points import locations  # noqa: F401  (public: location coordinates [N, 2])
 
 INF = 1e8
 DEFAULT_STRIDES = (8, 16, 32, 64, 128)

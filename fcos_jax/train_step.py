@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import losses, targets
-from fcos_jax.data.preprocessing import normalize_images
-from fcos_jax.models.fcos import DTYPES
+from fcos_jax import losses, optim, targets
+from fcos_jax.data import sizes
+from fcos_jax.models import fcos
+from fcos_jax.normalize import image_normalizer
 
 DATA_AXIS = 'data'
 TRAIN_KEYS = ('image', 'image_size', 'boxes', 'classes', 'box_valid')
@@ -30,7 +31,6 @@ class TrainState:
   params: Any
   batch_stats: Any          # frozen BN statistics (never updated); {} without frozen BN
   opt_state: Any
-  rng: jnp.ndarray          # reserved for stochastic layers; saved and restored with the rest
   bad_step: jnp.ndarray     # -1, or the first step whose loss or gradient was not finite
 
 
@@ -43,24 +43,33 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 def create_train_state(config, model, tx, mesh, image_shape: Tuple[int, int]) -> TrainState:
   """Initial state, created directly replicated on the mesh (same seed on every process)."""
   def init():
-    rng, init_rng = jax.random.split(jax.random.key(config.seed))
-    variables = model.init(init_rng, jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32))
+    variables = model.init(jax.random.key(config.seed),
+                           jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32))
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      rng=jax.random.key_data(rng), bad_step=jnp.full((), -1, jnp.int32))
+                      bad_step=jnp.full((), -1, jnp.int32))
   return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+
+
+def build_training(config, mesh):
+  """(model, optimizer, initial replicated state) of a config."""
+  model = fcos.create_model(config.model)
+  shape = sizes.train_shapes(config.data)[0]
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jnp.zeros((1,) + shape + (3,), jnp.float32))
+  tx = optim.create_optimizer(config, abstract['params'])
+  return model, tx, create_train_state(config, model, tx, mesh, shape)
 
 
 def make_train_step(config, model, tx, mesh):
   """jit(shard_map(step)) taking (state, batch) -> (state, metrics); donates the state."""
   assign_kw = targets.assigner_kwargs(config.model)
   loss_kw = losses.loss_kwargs(config)
-  mean, std = tuple(config.data.pixel_mean), tuple(config.data.pixel_std)
-  dtype = DTYPES[config.model.dtype]
+  normalize = image_normalizer(config)
 
   def local_step(state: TrainState, batch: Dict[str, jax.Array]):
-    images = normalize_images(batch['image'], batch['image_size'], mean, std, dtype)
+    images = normalize(batch['image'], batch['image_size'])
     tg = targets.assign_targets_batch(batch['boxes'], batch['classes'], batch['box_valid'],
                                       image_size=images.shape[1:3], **assign_kw)
 

@@ -4,18 +4,15 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import checkpoints, evaluation, optim, train_step
-from fcos_jax.data import input_pipeline, synthetic
-from fcos_jax.data.preprocessing import bucket_shapes
-from fcos_jax.models import fcos
+from fcos_jax import checkpoints, evaluation, optim, restore, train_step
+from fcos_jax.data import categories, input_pipeline, synthetic
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,95 +32,6 @@ def prepare_synthetic_data(config) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices('synthetic_data_ready')
-
-
-def _flat(tree) -> Dict[str, Any]:
-  """{"['a']['b']": leaf} of a pytree: tensors addressed by their path."""
-  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def merge_init_checkpoint(state: train_step.TrainState, path: str) -> train_step.TrainState:
-  """Copy every tensor of an init checkpoint into the matching place of the state.
-
-  Tensors the model has but the file lacks keep their fresh init (e.g. the FCOS head when
-  starting from an ImageNet backbone); a tensor in the file that the model lacks, or of another
-  shape, is an error naming it.
-  """
-  loaded = checkpoints.load_params(path)
-  counts = {}
-  new = {}
-  for collection in ('params', 'batch_stats'):
-    target = getattr(state, collection)
-    flat_target = _flat(target)
-    flat_src = _flat(loaded.get(collection, {}))
-    unknown = sorted(set(flat_src) - set(flat_target))
-    if unknown:
-      raise ValueError(f'{path}: {collection} {unknown[:5]} (and {max(len(unknown) - 5, 0)} '
-                       'more) do not exist in the model')
-
-    def pick(key_path, x):
-      key = jax.tree_util.keystr(key_path)
-      if key not in flat_src:
-        return x
-      src = np.asarray(flat_src[key])
-      if src.shape != x.shape:
-        raise ValueError(f'{path}: {collection}{key} has shape {src.shape}, the model needs '
-                         f'{x.shape}')
-      return jax.device_put(jnp.asarray(src, x.dtype), x.sharding)
-    new[collection] = jax.tree_util.tree_map_with_path(pick, target)
-    counts[collection] = (len(flat_src), len(flat_target))
-  logging.info('initialized from %s: params %d of %d tensors, batch_stats %d of %d', path,
-               *counts['params'], *counts['batch_stats'])
-  return state.replace(params=new['params'], batch_stats=new['batch_stats'])
-
-
-def build_training(config, mesh):
-  """(model, optimizer, initial replicated state) of a config."""
-  model = fcos.create_model(config.model)
-  shape = bucket_shapes(config.data.min_sizes, config.data.max_size,
-                        config.data.size_divisibility, config.data.aspect_buckets)[0]
-  abstract = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1,) + shape + (3,), jnp.float32))
-  tx = optim.create_optimizer(config, abstract['params'])
-  return model, tx, train_step.create_train_state(config, model, tx, mesh, shape)
-
-
-def load_variables(config, workdir: str, step: Optional[int] = None):
-  """(model, {'params', 'batch_stats'}, step) of checkpoint `step` (default: latest) in workdir."""
-  mesh = train_step.make_mesh()
-  model, _, state = build_training(config, mesh)
-  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {ckpt.directory}')
-    state = ckpt.restore(step, state)
-  finally:
-    ckpt.close()
-  return model, {'params': state.params, 'batch_stats': state.batch_stats}, step
-
-
-def load_params_variables(config, path: str):
-  """(model, variables) from a params checkpoint (e.g. an imported torchvision detector); every
-  tensor the model needs must be there with its shape."""
-  model = fcos.create_model(config.model)
-  like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
-  loaded = checkpoints.load_params(path)
-  variables = {}
-  for collection in like:
-    want = _flat(like[collection])
-    have = _flat(loaded.get(collection, {}))
-    if set(want) != set(have):
-      raise ValueError(f'{path}: {collection} does not fit the model: missing '
-                       f'{sorted(set(want) - set(have))[:5]}, unexpected '
-                       f'{sorted(set(have) - set(want))[:5]}')
-    for key, spec in want.items():
-      if tuple(have[key].shape) != tuple(spec.shape):
-        raise ValueError(f'{path}: {collection}{key} has shape {tuple(have[key].shape)}, the '
-                         f'model needs {tuple(spec.shape)}')
-    variables[collection] = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32),
-                                                   loaded[collection])
-  return model, variables
 
 
 class _Preemption:
@@ -176,10 +84,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
                      f'{jax.device_count()} devices')
   local_batch = config.batch_size // jax.process_count()
-  model, tx, state = build_training(config, mesh)
+  model, tx, state = train_step.build_training(config, mesh)
 
-  label_map = input_pipeline.training_label_map(
-      config.model, input_pipeline.get_categories(input_pipeline.get_builder(config.data)))
+  label_map = categories.training_label_map(config.model,
+                                            input_pipeline.dataset_categories(config.data))
   dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed,
                                                 label_map=label_map)
   data_iter = iter(dataset)
@@ -188,7 +96,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if restored is not None:
     state = restored
   elif config.init_checkpoint:
-    state = merge_init_checkpoint(state, config.init_checkpoint)
+    state = restore.merge_init_checkpoint(state, config.init_checkpoint)
   start_step = int(state.step)
   if start_step:
     logging.info('resuming at step %d', start_step)
@@ -225,8 +133,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     while step < config.num_train_steps:
       host_batch = next(data_iter)
       truncated += int(np.sum(host_batch['num_truncated']))
-      batch = input_pipeline.to_global_arrays(
-          {k: host_batch[k] for k in train_step.TRAIN_KEYS}, sharding)
+      batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), sharding)
       shape = batch['image'].shape[1:3]
       if shape not in compiled:
         t = time.perf_counter()

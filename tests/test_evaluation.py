@@ -27,9 +27,7 @@ def config(shapes_tfds):
 
 
 def tfds_ground_truth(config):
-  builder = input_pipeline.get_builder(config.data)
-  return evaluation.ground_truth_from_tfds(builder, 'validation',
-                                           input_pipeline.get_categories(builder))
+  return evaluation.load_ground_truth(config, 'validation')
 
 
 def test_tfds_ground_truth_equals_the_coco_json(config, shapes_coco):
@@ -78,7 +76,7 @@ def test_detections_map_back_to_the_original_frame(config):
   by_image = {}
   for a in gt['annotations']:
     by_image.setdefault(a['image_id'], []).append(a)
-  cats = input_pipeline.get_categories(input_pipeline.get_builder(config.data))
+  cats = input_pipeline.dataset_categories(config.data)
   label_of = {c: i for i, c in enumerate(cats.ids)}
   results = []
   for batch in input_pipeline.create_eval_dataset(config.data, 4).as_numpy_iterator():

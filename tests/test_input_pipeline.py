@@ -11,9 +11,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import coco
+from fcos_jax.configs import coco
 from fcos_jax.data import input_pipeline as ip
+from fcos_jax.data import categories
 from fcos_jax.data import preprocessing as pp
+from fcos_jax.data import sizes
+from fcos_jax.normalize import normalize_images
 
 
 def data_config(name, data_dir, **overrides):
@@ -182,9 +185,9 @@ def test_missing_dataset_gives_a_clear_error(tmp_path):
 
 def test_categories_map_labels_to_coco_ids(shapes_tfds):
   from fcos_jax.data import synthetic
-  cats = ip.get_categories(ip.get_builder(data_config(*shapes_tfds)))
+  cats = ip.dataset_categories(data_config(*shapes_tfds))
   assert cats.to_coco() == list(synthetic.CATEGORIES)
-  assert len(ip.COCO_CATEGORY_IDS) == 80 and len(set(ip.COCO_CATEGORY_IDS)) == 80
+  assert len(categories.COCO_CATEGORY_IDS) == 80 and len(set(categories.COCO_CATEGORY_IDS)) == 80
 
 
 @pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
@@ -196,9 +199,9 @@ def test_image_shape_from_header(fmt):
 
 
 def test_bucket_shapes():
-  assert pp.bucket_shapes((640, 800), 1333, 128) == ((896, 1408), (1408, 896))
-  assert pp.bucket_shapes((800,), 1333, 128, aspect_buckets=False) == ((1408, 1408),)
-  assert pp.bucket_shapes((128,), 128, 32) == ((128, 128),)
+  assert sizes.bucket_shapes((640, 800), 1333, 128) == ((896, 1408), (1408, 896))
+  assert sizes.bucket_shapes((800,), 1333, 128, aspect_buckets=False) == ((1408, 1408),)
+  assert sizes.bucket_shapes((128,), 128, 32) == ((128, 128),)
 
 
 def test_normalize_images_on_device():
@@ -206,7 +209,7 @@ def test_normalize_images_on_device():
   images = rng.integers(0, 256, (2, 8, 10, 3), dtype=np.uint8)
   sizes = np.array([[5, 7], [8, 10]], np.int32)
   mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 8.0)
-  got = np.asarray(pp.normalize_images(jnp.asarray(images), jnp.asarray(sizes), mean, std))
+  got = np.asarray(normalize_images(jnp.asarray(images), jnp.asarray(sizes), mean, std))
   want = np.zeros_like(got)
   for k, (h, w) in enumerate(sizes):
     want[k, :h, :w] = (images[k, :h, :w] - np.array(mean)) / np.array(std)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import coco
+from fcos_jax.configs import coco
 from fcos_jax import losses, targets
 from fcos_jax.models import fcos, torchvision_names
 
@@ -160,7 +160,7 @@ def make_step(config, image_size):
 def test_loss_gradient_through_model_and_assigner(variant):
   config = tiny_config(18)
   if variant == 'coco_imprv':
-    from configs import coco_imprv
+    from fcos_jax.configs import coco_imprv
     imprv = coco_imprv.get_config()
     config.model.update(center_sampling_radius=1.5, norm_reg_targets=True, regression='relu',
                         centerness_on_reg=True)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fcos_jax import inference, serving
-from fcos_jax.data.input_pipeline import Categories
+from fcos_jax.data.categories import Categories
 from fcos_jax.models import fcos
 from tests import tiny_config
 

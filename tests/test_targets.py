@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcos_jax import targets
+from fcos_jax import points, targets
 
 STRIDES = (8, 16, 32, 64, 128)
 RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
@@ -211,10 +211,10 @@ def test_batched_vmap_matches_per_image():
 
 def test_torchvision_location_mode():
   image_size = (256, 320)
-  xy = targets.locations(image_size, STRIDES, mode='torchvision')
+  xy = points.locations(image_size, STRIDES, mode='torchvision')
   # P7 is 2 x 3: torchvision's anchor stride is 256 // 2 = 128 in y and 320 // 3 = 106 in x.
   p7 = xy[-6:]
   np.testing.assert_array_equal(p7[:, 0], [0, 106, 212, 0, 106, 212])
   np.testing.assert_array_equal(p7[:, 1], [0, 0, 0, 128, 128, 128])
-  half = targets.locations(image_size, STRIDES)
+  half = points.locations(image_size, STRIDES)
   np.testing.assert_array_equal(half[:3], [[4, 4], [12, 4], [20, 4]])

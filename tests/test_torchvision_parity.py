@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from configs import coco_torchvision
+from fcos_jax.configs import coco_torchvision
 from fcos_jax import inference, losses, targets
 from fcos_jax.models import fcos
 from fcos_jax.tools import import_torchvision
@@ -216,8 +216,8 @@ def test_imagenet_resnet50_import(models, tmp_path):
 def test_imagenet_backbone_initializes_training(tmp_path):
   """An imported ImageNet ResNet becomes `init_checkpoint`: backbone and frozen-BN statistics
   replaced, FPN and head keep their fresh init."""
-  from configs import coco
-  from fcos_jax import optim, train_step, trainer
+  from fcos_jax.configs import coco
+  from fcos_jax import optim, restore, train_step
   torch.manual_seed(0)
   resnet = torchvision.models.resnet18(weights=None)
   with torch.no_grad():
@@ -234,7 +234,7 @@ def test_imagenet_backbone_initializes_training(tmp_path):
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   tx = optim.create_optimizer(config, like['params'])
   state = train_step.create_train_state(config, model, tx, mesh, (64, 64))
-  merged = trainer.merge_init_checkpoint(state, str(tmp_path / 'r18'))
+  merged = restore.merge_init_checkpoint(state, str(tmp_path / 'r18'))
   sd = resnet.state_dict()
   np.testing.assert_array_equal(merged.params['backbone']['layer4']['1']['conv2']['kernel'],
                                 sd['layer4.1.conv2.weight'].numpy().transpose(2, 3, 1, 0))

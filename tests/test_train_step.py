@@ -46,7 +46,7 @@ def host(tree):
   return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
 
 
-@pytest.mark.parametrize('optimizer', ['sgd'])
+@pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
 def test_one_step_on_8_devices_equals_one_device(optimizer):
   assert jax.device_count() >= 8
   config = tiny_config.get_config()

@@ -170,3 +170,28 @@ def test_bad_config_overrides_name_the_key(tmp_path, data_dir, override, message
   assert out.returncode != 0
   assert message in out.stderr
 
+
+
+def test_evaluate_and_export_restore_the_workdir(reference_run, data_dir, tmp_path):
+  """evaluate.py --workdir restores the final step's weights: the same AP as the evaluation at
+  the end of training; export.py writes an artifact from the same workdir."""
+  import json
+  workdir = reference_run[0]
+  with open(os.path.join(workdir, 'eval_12_metrics.json')) as f:
+    want = json.load(f)
+  common = [f'--config={CONFIG}', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}']
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'evaluate.py'), *common,
+                        f'--out={tmp_path}'], cwd=ROOT, env=env(), capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  with open(tmp_path / 'offline_eval_12_metrics.json') as f:
+    got = json.load(f)
+  assert got['num_images'] == want['num_images'] == 6
+  for name in ('AP', 'AP50', 'AR100'):
+    assert got[name] == pytest.approx(want[name], abs=1e-6), name
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'export.py'), *common,
+                        f'--out={tmp_path / "export"}'], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert 'exported checkpoint step 12' in out.stdout
+  assert os.path.exists(tmp_path / 'export' / 'metadata.json')

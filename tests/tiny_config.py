@@ -1,6 +1,6 @@
 """A tiny shapes config for the end-to-end training tests (seconds per step on CPU)."""
 
-from configs import shapes
+from fcos_jax.configs import shapes
 
 
 def get_config():

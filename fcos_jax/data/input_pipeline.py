@@ -11,39 +11,20 @@ batch is filled with masked dummy examples ('mask' False), never dropped. Each e
 image id, original (h, w) and resized (h, w) so detections map back to the original image.
 """
 
-import dataclasses
-import json
 import logging
-import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import preprocessing as pp
-
-# COCO 2017's 80 category ids, in the order of its annotation file (= TFDS coco/2017 labels).
-COCO_CATEGORY_IDS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
-    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
-    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
-    81, 82, 84, 85, 86, 87, 88, 89, 90)
-
+from fcos_jax.data import sizes
 
 class DatasetNotPreparedError(RuntimeError):
   pass
-
-
-@dataclasses.dataclass(frozen=True)
-class Categories:
-  """label (0..K-1) -> COCO category id and name."""
-  ids: Tuple[int, ...]
-  names: Tuple[str, ...]
-
-  def to_coco(self) -> List[Dict[str, Any]]:
-    return [{'id': i, 'name': n} for i, n in zip(self.ids, self.names)]
 
 
 def get_builder(data_config) -> tfds.core.DatasetBuilder:
@@ -66,40 +47,12 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def model_class_ids(model_config, categories: Categories) -> Tuple[int, ...]:
-  """The COCO category id of each model output index."""
-  if model_config.get('label_space', 'dataset') == 'category_id':
-    return tuple(range(model_config.num_classes))
-  return categories.ids
+def dataset_categories(data_config) -> categories_lib.Categories:
+  """The categories (label -> COCO category id and name) of the config's dataset."""
+  return categories_lib.from_builder(get_builder(data_config))
 
 
-def training_label_map(model_config, categories: Categories) -> Optional[Tuple[int, ...]]:
-  """Dataset label -> model output index (None: the identity)."""
-  if model_config.get('label_space', 'dataset') == 'category_id':
-    if max(categories.ids) >= model_config.num_classes:
-      raise ValueError(f'category ids up to {max(categories.ids)} need num_classes > '
-                       f'{max(categories.ids)}, got {model_config.num_classes}')
-    return categories.ids
-  if len(categories.ids) > model_config.num_classes:
-    raise ValueError(f'the dataset has {len(categories.ids)} categories but model.num_classes '
-                     f'is {model_config.num_classes}')
-  return None
-
-
-def get_categories(builder) -> Categories:
-  """Categories of a dataset: `categories.json` written by the converter, else COCO's ids."""
-  names = tuple(builder.info.features['objects']['label'].names)
-  path = os.path.join(str(builder.data_dir), 'categories.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      cats = json.load(f)
-    return Categories(tuple(c['id'] for c in cats), tuple(c['name'] for c in cats))
-  if len(names) == len(COCO_CATEGORY_IDS):
-    return Categories(COCO_CATEGORY_IDS, names)
-  return Categories(tuple(range(1, len(names) + 1)), names)  # no ids known: 1..K
-
-
-def process_split(builder, split: str, process_index: int, process_count: int):
+def process_split(split: str, process_index: int, process_count: int):
   """This process's disjoint, near-equal part of `split`."""
   if process_count == 1:
     return split
@@ -130,8 +83,7 @@ def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> 
 
   Run identically on every process (same examples), so the bucket weights agree everywhere.
   """
-  shapes = pp.bucket_shapes(data_config.min_sizes, data_config.max_size,
-                            data_config.size_divisibility, data_config.aspect_buckets)
+  shapes = sizes.train_shapes(data_config)
   ds = _read(builder, split).take(max_examples).map(_with_shape(len(shapes)))
   counts = np.zeros(len(shapes), np.int64)
   empty = total = 0
@@ -186,20 +138,19 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
 
   Elements: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2] (resized h, w), 'boxes'
   float32 [B, M, 4] (x0, y0, x1, y1), 'classes' int32 [B, M], 'box_valid' bool [B, M],
-  'num_truncated' int32 [B], 'image_id' int32 [B]. (H, W) is one of `bucket_shapes`.
+  'num_truncated' int32 [B], 'image_id' int32 [B]. (H, W) is one of `sizes.train_shapes`.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   builder = get_builder(data_config)
-  shapes = pp.bucket_shapes(data_config.min_sizes, data_config.max_size,
-                            data_config.size_divisibility, data_config.aspect_buckets)
+  shapes = sizes.train_shapes(data_config)
   if bucket_weights is None:
     stats = scan_buckets(builder, data_config, data_config.train_split)
     bucket_weights = stats['bucket_fractions']
     logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
                  'are skipped in training', np.round(bucket_weights, 3), stats['scanned'],
                  stats['without_boxes'])
-  split = process_split(builder, data_config.train_split, process_index, process_count)
+  split = process_split(data_config.train_split, process_index, process_count)
   streams, weights = [], []
   for b, shape in enumerate(shapes):
     if bucket_weights[b] <= 0:
@@ -260,9 +211,8 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   builder = get_builder(data_config)
-  split = process_split(builder, split or data_config.eval_split, process_index, process_count)
-  shapes = pp.bucket_shapes((data_config.eval_min_size,), data_config.max_size,
-                            data_config.size_divisibility, data_config.aspect_buckets)
+  split = process_split(split or data_config.eval_split, process_index, process_count)
+  shapes = sizes.eval_shapes(data_config)
   ds = None
   for b, shape in enumerate(shapes):
     part = _read(builder, split).map(_with_shape(len(shapes)))
@@ -271,7 +221,6 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
     part = part.batch(batch_size).map(_pad_batch(batch_size))
     ds = part if ds is None else ds.concatenate(part)
   return ds.prefetch(tf.data.AUTOTUNE)
-
 
 
 def to_global_arrays(batch: Dict[str, np.ndarray], sharding) -> Dict[str, jax.Array]:

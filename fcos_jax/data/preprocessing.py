@@ -1,30 +1,15 @@
-"""Per-example preprocessing (TensorFlow, on the host) and image normalization (JAX, on device).
+"""Per-example preprocessing in TensorFlow, on the host (tf.data graphs).
 
-Host side: resize (shorter side to `min_size`, longer at most `max_size`), optional horizontal
-flip, pad to a fixed bucket shape, boxes to absolute (x0, y0, x1, y1) padded to `max_boxes`.
-Images stay uint8 until they reach the device (4x less host->device traffic than float32);
-`normalize_images` then applies the pixel mean/std there and zeroes the padding.
+Resize (shorter side to `min_size`, longer at most `max_size`), optional horizontal flip, pad to
+a fixed bucket shape, boxes to absolute (x0, y0, x1, y1) padded to `max_boxes`. The size rules
+are `fcos_jax.data.sizes`' written as graph ops (a test checks both agree). Images stay uint8
+until they reach the device (4x less host->device traffic than float32), where
+`fcos_jax.normalize` applies the pixel mean/std and zeroes the padding.
 """
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Tuple
 
-import jax
-import jax.numpy as jnp
 import tensorflow as tf
-
-
-def round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
-
-
-def bucket_shapes(min_sizes: Sequence[int], max_size: int, divisibility: int,
-                  aspect_buckets: bool = True) -> Tuple[Tuple[int, int], ...]:
-  """Padded (H, W) of each bucket: (landscape, portrait), or one square bucket (also when the
-  two would be the same shape)."""
-  short, long = round_up(max(min_sizes), divisibility), round_up(max_size, divisibility)
-  if aspect_buckets and short != long:
-    return ((short, long), (long, short))
-  return ((long, long),)
 
 
 def image_shape_from_header(encoded: tf.Tensor) -> tf.Tensor:
@@ -41,7 +26,8 @@ def image_shape_from_header(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def bucket_index(hw: tf.Tensor, num_buckets: int) -> tf.Tensor:
-  """0 for landscape/square (w >= h), 1 for portrait; always 0 with a single bucket."""
+  """`sizes.bucket_of` in graph ops: 0 for landscape/square (w >= h), 1 for portrait; always 0
+  with a single bucket."""
   if num_buckets == 1:
     return tf.constant(0, tf.int64)
   return tf.cast(hw[0] > hw[1], tf.int64)
@@ -101,16 +87,3 @@ def pad_boxes(boxes: tf.Tensor, classes: tf.Tensor, max_boxes: int) -> Dict[str,
       'box_valid': tf.ensure_shape(tf.range(max_boxes) < keep, (max_boxes,)),
       'num_truncated': n - keep,
   }
-
-
-def normalize_images(images: jax.Array, image_sizes: jax.Array, mean: Sequence[float],
-                     std: Sequence[float], dtype=jnp.float32) -> jax.Array:
-  """uint8 [B, H, W, 3] -> (x - mean) / std, zero outside each image's (h, w) (on device)."""
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
-  x = (images.astype(jnp.float32) - mean) / std
-  h = jnp.arange(images.shape[1])[None, :, None]
-  w = jnp.arange(images.shape[2])[None, None, :]
-  inside = (h < image_sizes[:, 0, None, None]) & (w < image_sizes[:, 1, None, None])
-  return jnp.where(inside[..., None], x, 0.0).astype(dtype)
-

@@ -1,5 +1,6 @@
 """The FCOS detector: ResNet -> FPN (P3..P7) -> shared head, outputs flattened per location."""
 
+import dataclasses
 from typing import Any, Dict
 
 import flax.linen as nn
@@ -58,18 +59,15 @@ class FCOS(nn.Module):
 
 
 def create_model(model_config) -> FCOS:
-  """The FCOS module described by `config.model`."""
-  m = model_config
-  if m.dtype not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}')
-  return FCOS(num_classes=m.num_classes, backbone_depth=m.backbone_depth,
-              backbone_width=m.backbone_width, freeze_at=m.freeze_at,
-              backbone_norm=m.backbone_norm,
-              fpn_channels=m.fpn_channels, p6p7_source=m.p6p7_source,
-              head_num_convs=m.head_num_convs, gn_groups=m.gn_groups,
-              gn_epsilon=m.gn_epsilon, prior_prob=m.prior_prob, regression=m.regression,
-              use_scale=m.use_scale, centerness_on_reg=m.centerness_on_reg,
-              dtype=DTYPES[m.dtype])
+  """The FCOS module described by `config.model`: every field `FCOS` declares is taken from the
+  config (`dtype` by name); the config's other fields (geometry, label space) are not the
+  module's."""
+  if model_config.dtype not in DTYPES:
+    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {model_config.dtype!r}')
+  fields = {f.name for f in dataclasses.fields(FCOS) if f.init} - {'parent', 'name'}
+  kwargs = {k: model_config[k] for k in fields if k in model_config}
+  kwargs['dtype'] = DTYPES[model_config.dtype]
+  return FCOS(**kwargs)
 
 
 def trainable_mask(params, freeze_at: int):

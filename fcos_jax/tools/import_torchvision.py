@@ -115,7 +115,7 @@ def import_weights(weights: str, out: str, model_config=None) -> Tuple[str, int]
   state_dict = read_state_dict(weights)
   kind = detect_kind(state_dict)
   if model_config is None:
-    from configs import coco, coco_torchvision
+    from fcos_jax.configs import coco, coco_torchvision
     model_config = (coco_torchvision if kind == 'fcos' else coco).get_config().model
   model = fcos.create_model(model_config)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))

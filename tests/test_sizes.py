@@ -1,0 +1,55 @@
+"""The size rules: bucket shapes, and the resize that the TF input pipeline and the JAX-only
+serving code each implement (same sizes, same pixels, same bucket)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcos_jax import serving
+from fcos_jax.data import preprocessing as pp
+from fcos_jax.data import sizes
+
+SHAPES = [(480, 640), (640, 480), (375, 500), (427, 640), (101, 100), (100, 101), (333, 333),
+          (50, 80), (17, 1000), (1000, 17), (1, 1)]
+
+
+def test_bucket_shapes_and_bucket_choice():
+  assert sizes.bucket_shapes((640, 800), 1333, 128) == ((896, 1408), (1408, 896))
+  assert sizes.bucket_shapes((128,), 160, 32, aspect_buckets=False) == ((160, 160),)
+  two = ((896, 1408), (1408, 896))
+  assert [sizes.bucket_of(hw, two) for hw in [(480, 640), (640, 480), (500, 500)]] == [0, 1, 0]
+  assert sizes.bucket_of((640, 480), ((160, 160),)) == 0
+  for hw in SHAPES:
+    assert sizes.bucket_of(hw, two) == int(pp.bucket_index(tf.constant(hw), 2))
+
+
+@pytest.mark.parametrize('min_size,max_size', [(800, 1333), (128, 160), (64, 96)])
+def test_resized_size_equals_the_pipeline(min_size, max_size):
+  for hw in SHAPES:
+    scale = pp.resize_scale(tf.constant(hw), min_size, max_size)
+    _, new_hw = pp.resize_image(tf.zeros(hw + (3,), tf.uint8), scale)
+    want = tuple(int(v) for v in new_hw.numpy())
+    assert sizes.resized_size(hw, min_size, max_size) == want, hw
+    # Independently: the shorter side reaches min_size unless the longer would pass max_size.
+    assert min(want) == round(min(hw) * min(min_size / min(hw), max_size / max(hw))) or \
+        max(want) <= max_size
+
+
+def test_serving_preprocess_gives_the_pipeline_pixels(tmp_path):
+  """`Detector.preprocess` (jax.image.resize) and the input pipeline (tf.image.resize): the same
+  resized size, bucket and padding, pixels within 1 (float rounding at .5)."""
+  detector = serving.Detector.__new__(serving.Detector)
+  detector.metadata = {'preprocessing': {'min_size': 128, 'max_size': 160}}
+  detector.models = {(128, 160): None, (160, 128): None}
+  rng = np.random.default_rng(0)
+  for hw in [(96, 128), (128, 96), (75, 100), (100, 101), (50, 80)]:
+    image = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+    padded, (nh, nw) = detector.preprocess(image)
+    shapes = ((128, 160), (160, 128))
+    scale = pp.resize_scale(tf.constant(hw), 128, 160)
+    resized, new_hw = pp.resize_image(tf.constant(image), scale)
+    want = pp.pad_image(resized, shapes[int(pp.bucket_index(tf.constant(hw), 2))]).numpy()
+    assert (nh, nw) == tuple(new_hw.numpy())
+    assert padded.shape == want.shape
+    diff = np.abs(padded.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01, (hw, diff.max(), diff.mean())
