@@ -55,10 +55,11 @@ def print_metrics(metrics):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
   cli.initialize_distributed()
   import jax
   from fcos_jax import evaluation
-  config = _CONFIG.value
+  config = cli.get_config(_CONFIG)
   split = _SPLIT.value or config.data.eval_split
   if _DETECTIONS.value:
     metrics = evaluation.score_results_file(config, _DETECTIONS.value, split=split,
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

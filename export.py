@@ -29,9 +29,10 @@ flags.mark_flags_as_required(['config', 'out'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
   from fcos_jax import serving
   from fcos_jax.data import input_pipeline
-  config = _CONFIG.value
+  config = cli.get_config(_CONFIG)
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data)
   meta = serving.export_detector(config, model, variables, _OUT.value, categories)
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -32,14 +32,8 @@ def main(argv):
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s)', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
-  if jax.process_index() == 0:
-    import tensorflow as tf
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=1))
-  metrics = trainer.train_and_evaluate(config, workdir)
+  config = cli.get_config(_CONFIG)
+  metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0 and 'AP' in metrics:
     print(f'final evaluation ({metrics["num_images"]} images): AP {metrics["AP"]:.4f}  '
           f'AP50 {metrics["AP50"]:.4f}  AP75 {metrics["AP75"]:.4f}')
@@ -47,4 +41,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

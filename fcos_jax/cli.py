@@ -1,12 +1,97 @@
-"""Command-line plumbing shared by the programs: flag groups and what they switch on.
+"""Command-line plumbing shared by the programs: the one-line error rule, flag groups and what
+they switch on.
 
-Each program defines the groups it needs at import time (absl flags are process-global) and
-calls the matching function from its `main`.
+Each program defines the groups it needs at import time (absl flags are process-global), calls
+the matching functions from its `main`, and starts with `cli.run(main)`: a user mistake (a
+`UserError`, a bad flag or config override) ends as one line `error: ...` on stderr and exit
+code 1; `--verbose` (or FCOS_JAX_VERBOSE=1) shows the traceback instead.
 """
 
-from absl import flags
+import os
+import re
+import sys
+from typing import Callable, NoReturn
+
+from absl import app, flags
+
+from fcos_jax import errors
 
 FLAGS = flags.FLAGS
+flags.DEFINE_bool('verbose', False,
+                  'Show the full traceback of an error (also: FCOS_JAX_VERBOSE=1).')
+
+
+def _verbose() -> bool:
+  return os.environ.get('FCOS_JAX_VERBOSE', '') not in ('', '0') or (
+      FLAGS.is_parsed() and FLAGS.verbose)
+
+
+def fail(message: str) -> NoReturn:
+  """The one line of a user error, and exit code 1."""
+  sys.stdout.flush()
+  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
+  os._exit(1) if _threads_may_hang() else sys.exit(1)
+
+
+def _threads_may_hang() -> bool:
+  # orbax/TF background threads can print "sys.meta_path is None" tracebacks while a normal
+  # interpreter shutdown runs after an error; nothing is left to flush once we report.
+  return 'orbax.checkpoint' in sys.modules
+
+
+def _unknown_config_key(e: Exception, argv) -> str:
+  """One line for ml_collections' error on an override of a key the config lacks."""
+  text = str(e)
+  hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+  words = re.findall(r'\w+', text)
+  key = hint.group(2) if hint else (words[0] if words else text)
+  flag = next((a.split('=')[0].lstrip('-') for a in argv[1:]
+               if a.startswith('--') and a.split('=')[0].endswith('.' + key)), key)
+  return (f'unknown config key {flag!r}' +
+          (f' (did you mean "{hint.group(1)}"?)' if hint else ''))
+
+
+def parse_flags(argv):
+  """absl's parser, with bad flags and config overrides reported as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(f'{e} (see --helpshort)')
+  except (AttributeError, KeyError) as e:
+    if _verbose():
+      raise
+    fail(_unknown_config_key(e, argv))
+  except (OSError, SyntaxError, ImportError, TypeError, ValueError) as e:
+    if _verbose():
+      raise
+    fail(f'cannot read the command line: {type(e).__name__}: {e}')
+
+
+def run(main: Callable) -> None:
+  """`app.run(main)` with the one-line error rule."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      if _verbose():
+        raise
+      fail(str(e))
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+def get_config(holder):
+  """The config of a `config_flags` holder, loaded and validated (errors as `ConfigError`)."""
+  from fcos_jax.configs import validate
+  try:
+    config = holder.value
+    config.keys()  # ml_collections loads the file lazily: fail here, naming it
+  except OSError as e:
+    detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise errors.ConfigError(f'cannot load --{holder.name}: {detail[-1] if detail else e}') \
+        from None
+  validate.validate(config)
+  return config
 
 
 def define_distributed_flags() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import inference, train_step
+from fcos_jax import errors, inference, train_step
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import input_pipeline
 from fcos_jax.data.preprocessing import image_shape_from_header
@@ -25,7 +25,7 @@ STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
               'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 
 
-class DetectionsFileError(ValueError):
+class DetectionsFileError(errors.DataError):
   """A results file that does not fit the ground truth (unknown image ids or categories)."""
 
 
@@ -60,8 +60,18 @@ def load_ground_truth(config, split: Optional[str] = None,
   """COCO-format ground truth of the split: the `annotations` JSON if given, else built from
   the config's TFDS dataset."""
   if annotations:
+    if not tf.io.gfile.exists(annotations):
+      raise errors.DataError(f'{annotations}: annotation file not found')
     with tf.io.gfile.GFile(annotations) as f:
-      return json.load(f)
+      try:
+        gt = json.load(f)
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise errors.DataError(f'{annotations}: malformed JSON: {e}') from None
+    missing = [k for k in ('images', 'annotations', 'categories')
+               if not isinstance(gt, dict) or not isinstance(gt.get(k), list)]
+    if missing:
+      raise errors.DataError(f'{annotations}: not COCO ground truth: no list {missing}')
+    return gt
   builder = input_pipeline.get_builder(config.data)
   return ground_truth_from_tfds(builder, split or config.data.eval_split,
                                 categories_lib.from_builder(builder))
@@ -92,7 +102,41 @@ def to_coco_results(det, batch, class_ids: Sequence[int]) -> List[Dict[str, Any]
   return results
 
 
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_finite_number(v) -> bool:
+  return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+          and math.isfinite(v))
+
+
+def check_result_values(results: Sequence[Any]) -> None:
+  """A results file from elsewhere must be scoreable: pycocotools would count a NaN box as a
+  match and accept negative sizes or infinite scores, so each field is checked and named."""
+  for i, r in enumerate(results):
+    if not isinstance(r, dict):
+      raise DetectionsFileError(f'result {i}: expected an object, got {str(r)[:80]}')
+    missing = {'image_id', 'category_id', 'bbox', 'score'} - set(r)
+    if missing:
+      raise DetectionsFileError(f'result {i} lacks {sorted(missing)}')
+    for key in ('image_id', 'category_id'):
+      if not _is_int(r[key]):
+        raise DetectionsFileError(f'result {i}: {key} must be an integer, got {r[key]!r}')
+    box = r['bbox']
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and
+            all(_is_finite_number(v) for v in box)):
+      raise DetectionsFileError(f'result {i}: bbox must be [x, y, w, h] of finite numbers, '
+                                f'got {box!r}')
+    if not (box[2] > 0 and box[3] > 0):
+      raise DetectionsFileError(f'result {i}: bbox width and height must be > 0, got {box!r}')
+    if not _is_finite_number(r['score']):
+      raise DetectionsFileError(f'result {i}: score must be a finite number, got '
+                                f'{r["score"]!r}')
+
+
 def check_results(results: Sequence[Dict[str, Any]], gt: Dict[str, Any]) -> None:
+  """Every detection names an image and a category of the ground truth."""
   image_ids = {im['id'] for im in gt['images']}
   cat_ids = {c['id'] for c in gt['categories']}
   for i, r in enumerate(results):
@@ -242,10 +286,12 @@ def write_outputs(out_dir: str, tag: str, metrics: Dict[str, Any],
 
 def read_results_file(path: str) -> List[Dict[str, Any]]:
   """A COCO results file (a JSON list of detections)."""
+  if not tf.io.gfile.exists(path):
+    raise DetectionsFileError(f'{path}: results file not found')
   with tf.io.gfile.GFile(path) as f:
     try:
       results = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise DetectionsFileError(f'{path}: malformed JSON: {e}') from None
   if not isinstance(results, list):
     raise DetectionsFileError(f'{path}: expected a JSON list of detections')
@@ -257,6 +303,11 @@ def score_results_file(config, path: str, *, split: Optional[str] = None,
   """Metrics of an existing COCO results file (no model) against the split's ground truth."""
   results = read_results_file(path)
   gt = load_ground_truth(config, split, annotations)
+  try:
+    check_result_values(results)
+    check_results(results, gt)
+  except DetectionsFileError as e:
+    raise DetectionsFileError(f'{path}: {e}') from None
   return dict(score(gt, results), num_images=len(gt['images']))
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcos_jax import checkpoints
+from fcos_jax import checkpoints, errors
 from fcos_jax.models import fcos
 
 
@@ -33,7 +33,8 @@ def load_variables(config, workdir: str, step: Optional[int] = None):
   if step is None:
     steps = checkpoints.saved_steps(workdir)
     if not steps:
-      raise FileNotFoundError(f'no checkpoint in {checkpoints.checkpoints_directory(workdir)}')
+      raise errors.CheckpointError(
+          f'no checkpoint in {checkpoints.checkpoints_directory(workdir)}')
     step = steps[-1]
   variables = checkpoints.restore_variables(workdir, step, abstract_variables(model))
   return model, variables, step
@@ -50,12 +51,13 @@ def load_params_variables(config, path: str):
     want = flat_by_path(like[collection])
     have = flat_by_path(loaded.get(collection, {}))
     if set(want) != set(have):
-      raise ValueError(f'{path}: {collection} does not fit the model: missing '
+      raise errors.CheckpointError(f'{path}: {collection} does not fit the model: missing '
                        f'{sorted(set(want) - set(have))[:5]}, unexpected '
                        f'{sorted(set(have) - set(want))[:5]}')
     for key, spec in want.items():
       if tuple(have[key].shape) != tuple(spec.shape):
-        raise ValueError(f'{path}: {collection}{key} has shape {tuple(have[key].shape)}, the '
+        raise errors.CheckpointError(f'{path}: {collection}{key} has shape '
+                                     f'{tuple(have[key].shape)}, the '
                          f'model needs {tuple(spec.shape)}')
     variables[collection] = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32),
                                                    loaded.get(collection, {}))
@@ -70,7 +72,7 @@ def load_for_inference(config, *, workdir: Optional[str] = None, step: Optional[
     return model, variables, 0
   if workdir:
     return load_variables(config, workdir, step)
-  raise ValueError('give a training workdir or a params checkpoint')
+  raise errors.UserError('give a training workdir or a params checkpoint')
 
 
 def merge_init_checkpoint(state, path: str):
@@ -89,7 +91,8 @@ def merge_init_checkpoint(state, path: str):
     flat_src = flat_by_path(loaded.get(collection, {}))
     unknown = sorted(set(flat_src) - set(flat_target))
     if unknown:
-      raise ValueError(f'{path}: {collection} {unknown[:5]} (and {max(len(unknown) - 5, 0)} '
+      raise errors.CheckpointError(f'{path}: {collection} {unknown[:5]} (and '
+                                   f'{max(len(unknown) - 5, 0)} '
                        'more) do not exist in the model')
 
     def pick(key_path, x):
@@ -98,7 +101,8 @@ def merge_init_checkpoint(state, path: str):
         return x
       src = np.asarray(flat_src[key])
       if src.shape != x.shape:
-        raise ValueError(f'{path}: {collection}{key} has shape {src.shape}, the model needs '
+        raise errors.CheckpointError(f'{path}: {collection}{key} has shape {src.shape}, the '
+                                     'model needs '
                          f'{x.shape}')
       return jax.device_put(jnp.asarray(src, x.dtype), x.sharding)
     new[collection] = jax.tree_util.tree_map_with_path(pick, target)

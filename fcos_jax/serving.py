@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcos_jax import inference
+from fcos_jax import errors, inference
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import sizes
 
@@ -101,14 +101,23 @@ class Detector:
   `Detector(dir).detect(image)` on one original uint8 RGB image."""
 
   def __init__(self, export_dir: str):
-    with open(os.path.join(export_dir, 'metadata.json')) as f:
-      self.metadata = json.load(f)
-    with np.load(os.path.join(export_dir, 'params.npz')) as z:
-      self.variables = jax.device_put(_unflatten({k: z[k] for k in z.files}))
-    self.models = {}
-    for m in self.metadata['models']:
-      with open(os.path.join(export_dir, m['file']), 'rb') as f:
-        self.models[(m['height'], m['width'])] = jax.export.deserialize(bytearray(f.read()))
+    if not os.path.isdir(export_dir):
+      raise errors.DataError(f'{export_dir}: no such export directory (write one with export.py)')
+    path = os.path.join(export_dir, 'metadata.json')
+    try:
+      with open(path) as f:
+        self.metadata = json.load(f)
+      path = os.path.join(export_dir, 'params.npz')
+      with np.load(path) as z:
+        self.variables = jax.device_put(_unflatten({k: z[k] for k in z.files}))
+      self.models = {}
+      for m in self.metadata['models']:
+        path = os.path.join(export_dir, m['file'])
+        with open(path, 'rb') as f:
+          self.models[(m['height'], m['width'])] = jax.export.deserialize(bytearray(f.read()))
+    except Exception as e:  # noqa: BLE001 - a damaged export: name the file
+      raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
+                             f'{str(e)[:120]})') from None
     self.class_names: List[str] = self.metadata['class_names']
     self.category_ids: List[int] = self.metadata['category_ids']
 

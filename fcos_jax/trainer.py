@@ -11,12 +11,12 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import checkpoints, evaluation, optim, restore, train_step
+from fcos_jax import checkpoints, errors, evaluation, optim, restore, train_step
 from fcos_jax.data import categories, input_pipeline, synthetic
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """Training diverged: reported as one line, the last good checkpoint kept."""
 
 
 def prepare_synthetic_data(config) -> None:
@@ -74,25 +74,36 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   Returns the final evaluation metrics (on process 0; {} elsewhere or without eval data).
   """
-  tf.io.gfile.makedirs(workdir)
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep TF off the accelerators
   is_main = jax.process_index() == 0
-  prepare_synthetic_data(config)
-
-  mesh = train_step.make_mesh()
   if config.batch_size % jax.device_count():
-    raise ValueError(f'batch_size {config.batch_size} must be a multiple of the '
-                     f'{jax.device_count()} devices')
-  local_batch = config.batch_size // jax.process_count()
-  model, tx, state = train_step.build_training(config, mesh)
-
+    raise errors.ConfigError(f'config.batch_size = {config.batch_size}: must be a multiple of '
+                             f'the {jax.device_count()} devices')
+  prepare_synthetic_data(config)
   label_map = categories.training_label_map(config.model,
                                             input_pipeline.dataset_categories(config.data))
+  tf.io.gfile.makedirs(workdir)
+
+  mesh = train_step.make_mesh()
+  local_batch = config.batch_size // jax.process_count()
+  model, tx, state = train_step.build_training(config, mesh)
   dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed,
                                                 label_map=label_map)
   data_iter = iter(dataset)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
-  restored = ckpt.restore_latest(state, data_iter)
+  try:
+    restored = ckpt.restore_latest(state, data_iter)
+  except checkpoints.CheckpointMismatchError as e:
+    ckpt.close()
+    changes = checkpoints.config_changes(workdir, config)
+    raise errors.CheckpointError(
+        f'{workdir} holds a run of another configuration (checkpoint of step {e.step}: '
+        f'{e.mismatches[0]}; config keys changed since that run: '
+        f'{", ".join(c.split(":")[0] for c in changes) or "none recorded"}). Nothing was '
+        'changed: resume it with its own config, or start a new run with another --workdir.'
+    ) from None
+  if is_main:
+    checkpoints.write_config(workdir, config, int((restored or state).step))
   if restored is not None:
     state = restored
   elif config.init_checkpoint:
@@ -113,11 +124,15 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   def check_finite():
     bad = int(state.bad_step)
     if bad >= 0:
-      raise NonFiniteLossError(
-          f'non-finite loss or gradient at step {bad}: training stopped; parameters were not '
-          f'updated from that step on, and the last good checkpoint (step '
-          f'{ckpt.latest_step()}) in {ckpt.directory} is kept. Lower the learning rate or '
-          'enable optimizer.grad_clip_norm.')
+      last = ckpt.latest_step()
+      kept = (f'the last good checkpoint (step {last}) in {ckpt.directory} is kept'
+              if last is not None else 'no checkpoint had been written yet')
+      clip = config.optimizer.grad_clip_norm
+      advice = (f'lower optimizer.base_lr (gradient clipping at {clip} is already on)' if clip
+                else 'lower optimizer.base_lr or set optimizer.grad_clip_norm')
+      raise NonFiniteLossError(  # bad is the 0-based state.step; logs count steps from 1
+          f'non-finite loss or gradient at step {bad + 1}: training stopped, parameters were '
+          f'not updated from that step on, and {kept}. Try to {advice}.')
 
   saved = {ckpt.latest_step()}
 

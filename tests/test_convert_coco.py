@@ -170,3 +170,53 @@ def test_command_line(tmp_path, shapes_coco):
   builder = tfds.builder('cli_shapes', data_dir=str(tmp_path))
   with open(f'{shapes_coco}/annotations/validation.json') as f:
     assert builder.info.splits['validation'].num_examples == len(json.load(f)['images'])
+
+
+def test_other_formats_16_bit_and_string_crowd_flags(tmp_path):
+  """BMP / WebP / TIFF are stored as PNG (lossless) and read back by the pipeline at their true
+  size; a 16-bit PNG is scaled to 8 bits, not clipped; iscrowd "0"/"1" strings are read as
+  numbers and counted, other values skipped."""
+  from fcos_jax import evaluation
+  from fcos_jax.data import input_pipeline
+  from tests import tiny_config
+  img = tmp_path / 'images'
+  img.mkdir()
+  rng = np.random.default_rng(0)
+  pixels = {}
+  for i, fmt in enumerate(('BMP', 'WEBP', 'TIFF')):
+    pixels[fmt] = rng.integers(0, 255, (64, 80 + 8 * i, 3), dtype=np.uint8)
+    Image.fromarray(pixels[fmt]).save(img / f'{fmt.lower()}.img', format=fmt, lossless=True)
+  deep = (rng.integers(0, 65536, (48, 56))).astype(np.uint16)
+  Image.fromarray(deep).save(img / 'deep.png')
+  images = [{'id': i + 1, 'file_name': f'{f.lower()}.img', 'width': p.shape[1],
+             'height': p.shape[0]} for i, (f, p) in enumerate(pixels.items())]
+  images.append({'id': 4, 'file_name': 'deep.png', 'width': 56, 'height': 48})
+  anns = [{'id': k + 1, 'image_id': k + 1, 'category_id': 1, 'bbox': [4, 4, 20, 20],
+           'iscrowd': crowd} for k, crowd in enumerate(['0', '1', 'yes', 0])]
+  (tmp_path / 'ann.json').write_text(json.dumps(
+      {'images': images, 'annotations': anns, 'categories': [{'id': 1, 'name': 'a'}]}))
+  data_dir = str(tmp_path / 'tfds')
+  report = convert_coco.convert('formats', data_dir,
+                                {'validation': (str(tmp_path / 'ann.json'), str(img))})
+  c = report.counts
+  assert c['reencoded_as_png'] == 3 and c['scaled_to_8bit'] == 1
+  assert c['iscrowd_parsed'] == 2 and c['malformed_record'] == 1
+  builder = tfds.builder('formats', data_dir=data_dir)
+  examples = {int(e['image/id']): e for e in tfds.as_numpy(builder.as_dataset(split='validation'))}
+  for i, fmt in enumerate(pixels):
+    np.testing.assert_array_equal(examples[i + 1]['image'], pixels[fmt])
+  assert examples[1]['objects']['is_crowd'].tolist() == [False]
+  assert examples[2]['objects']['is_crowd'].tolist() == [True]
+  assert examples[3]['objects']['is_crowd'].tolist() == []  # 'yes' skipped
+  want = np.round(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)
+  np.testing.assert_array_equal(examples[4]['image'], np.repeat(want[..., None], 3, -1))
+  # The pipeline's header-based sizes (ground truth, buckets) are the true ones.
+  config = tiny_config.get_config()
+  config.data.update(dataset='formats', data_dir=data_dir, synthetic=False)
+  gt = evaluation.load_ground_truth(config, 'validation')
+  assert [(im['height'], im['width']) for im in gt['images']] == \
+      [(64, 80), (64, 88), (64, 96), (48, 56)]
+  batch = next(input_pipeline.create_eval_dataset(config.data, 4).as_numpy_iterator())
+  sizes = {int(i): tuple(s) for i, s, m in
+           zip(batch['image_id'], batch['orig_size'], batch['mask']) if m}
+  assert sizes == {1: (64, 80), 2: (64, 88), 3: (64, 96), 4: (48, 56)}

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from fcos_jax import checkpoints, restore, train_step
+from fcos_jax import checkpoints, errors, restore, train_step
 from tests import tiny_config
 
 
@@ -31,13 +31,13 @@ def test_load_variables_restores_params_without_the_optimizer(saved_run):
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables['params']),
                          params)
   assert model.num_classes == config.model.num_classes
-  with pytest.raises(FileNotFoundError, match='no checkpoint of step 3'):
+  with pytest.raises(errors.CheckpointError, match='no checkpoint of step 3'):
     restore.load_variables(config, workdir, step=3)
 
 
 def test_load_variables_of_an_empty_workdir_creates_nothing(tmp_path):
   config = tiny_config.get_config()
-  with pytest.raises(FileNotFoundError, match='no checkpoint in'):
+  with pytest.raises(errors.CheckpointError, match='no checkpoint in'):
     restore.load_variables(config, str(tmp_path / 'nothing'))
   assert not (tmp_path / 'nothing').exists()
 
@@ -54,7 +54,7 @@ def test_params_checkpoint_and_the_choice_between_sources(saved_run, tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(from_params['params']),
                          params)
   config.model.fpn_channels = 8  # another model: the mismatched tensor is named
-  with pytest.raises(ValueError, match=r"\['fpn'\].*has shape"):
+  with pytest.raises(errors.CheckpointError, match=r"\['fpn'\].*has shape"):
     restore.load_for_inference(config, params=path)
-  with pytest.raises(ValueError, match='workdir or a params checkpoint'):
+  with pytest.raises(errors.UserError, match='workdir or a params checkpoint'):
     restore.load_for_inference(config)

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from fcos_jax.errors import ConfigError
+
 # COCO 2017's 80 category ids, in the order of its annotation file (= TFDS coco/2017 labels).
 COCO_CATEGORY_IDS = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
@@ -35,12 +37,12 @@ def training_label_map(model_config, categories: Categories) -> Optional[Tuple[i
   """Dataset label -> model output index (None: the identity)."""
   if model_config.get('label_space', 'dataset') == 'category_id':
     if max(categories.ids) >= model_config.num_classes:
-      raise ValueError(f'category ids up to {max(categories.ids)} need num_classes > '
-                       f'{max(categories.ids)}, got {model_config.num_classes}')
+      raise ConfigError(f'config.model.num_classes = {model_config.num_classes}: category ids '
+                        f'go up to {max(categories.ids)}, so it must be > {max(categories.ids)}')
     return categories.ids
   if len(categories.ids) > model_config.num_classes:
-    raise ValueError(f'the dataset has {len(categories.ids)} categories but model.num_classes '
-                     f'is {model_config.num_classes}')
+    raise ConfigError(f'config.model.num_classes = {model_config.num_classes}: the dataset has '
+                      f'{len(categories.ids)} categories')
   return None
 
 

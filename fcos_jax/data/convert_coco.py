@@ -19,10 +19,13 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from fcos_jax import errors, image_io
 
 # Problems: the record is skipped (or, with on_error='fail', conversion stops).
 ERROR_KINDS = {
@@ -40,13 +43,16 @@ ERROR_KINDS = {
 INFO_KINDS = {
     'box_clipped': 'bbox partly outside the image, clipped to it',
     'converted_to_rgb': 'grayscale/CMYK/RGBA/palette image converted to RGB',
-    'non_jpeg_image': 'image stored in its own format (PNG, ...), decoded by TFDS as usual',
+    'scaled_to_8bit': '16-bit image scaled to 8 bits (and to RGB)',
+    'non_jpeg_image': 'PNG image stored as it is',
+    'reencoded_as_png': 'BMP/WebP/TIFF/GIF/... image stored losslessly as PNG',
+    'iscrowd_parsed': 'iscrowd given as a string "0"/"1", read as the number',
     'image_without_boxes': 'image kept with no objects (as coco/2017 does)',
     'annotation_of_skipped_image': 'annotation dropped because its image was skipped',
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.DataError):
   """Bad input with on_error='fail', or input that cannot be converted at all."""
 
 
@@ -149,15 +155,22 @@ def _load_image(path: str, image_id, report: Report) -> Optional[Tuple[Any, int,
       im.load()
       fmt, mode = im.format, im.mode
       width, height = im.size
-      if mode != 'RGB':
-        report.add('converted_to_rgb', f'image id {image_id}: {path} ({mode})')
-        return np.asarray(im.convert('RGB')), height, width
+      if fmt in ('JPEG', 'PNG') and mode == 'RGB':  # the input pipeline reads these headers
+        if fmt == 'PNG':
+          report.add('non_jpeg_image', f'image id {image_id}: {path}')
+        return path, height, width
+      # Anything else is stored as decoded pixels, which TFDS encodes as PNG (lossless).
+      pixels, change = image_io.to_rgb8(im)
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     report.add('corrupt_image', f'image id {image_id}: {path}: {e}')
     return None
-  if fmt != 'JPEG':
-    report.add('non_jpeg_image', f'image id {image_id}: {path} ({fmt})')
-  return path, height, width
+  if mode in image_io.SIXTEEN_BIT_MODES:
+    report.add('scaled_to_8bit', f'image id {image_id}: {path} ({change})')
+  elif change:
+    report.add('converted_to_rgb', f'image id {image_id}: {path} ({change})')
+  if fmt not in ('JPEG', 'PNG'):
+    report.add('reencoded_as_png', f'image id {image_id}: {path} ({fmt})')
+  return pixels, height, width
 
 
 def _objects(anns, height, width, image_id, report) -> Dict[str, np.ndarray]:
@@ -223,6 +236,14 @@ def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[
     if ann['id'] in ann_ids:
       report.add('duplicate_id', f'annotation id {ann["id"]}')
       continue
+    crowd = ann.get('iscrowd', 0)
+    if crowd in ('0', '1'):
+      report.add('iscrowd_parsed', f'annotation id {ann["id"]}: iscrowd {crowd!r}')
+      ann = dict(ann, iscrowd=int(crowd))
+    elif not (crowd in (0, 1) and not isinstance(crowd, float)):
+      report.add('malformed_record', f'annotation id {ann["id"]}: iscrowd {crowd!r} (needs 0 '
+                 'or 1)')
+      continue
     ann_ids.add(ann['id'])
     if ann['image_id'] not in images:
       report.add('unknown_image', f'annotation id {ann["id"]}: image id {ann["image_id"]}')
@@ -255,12 +276,34 @@ def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[
                      'objects': objects}
 
 
+def _prepare_output(name: str, data_dir: str, version: str, overwrite: bool) -> None:
+  """Refuse to replace an existing conversion unless asked; fail early if data_dir cannot be
+  written."""
+  out = os.path.join(data_dir, name, version)
+  if os.path.exists(out):
+    if not overwrite:
+      raise ConversionError(f'{out} already holds a converted dataset; pass --overwrite to '
+                            'replace it (or choose another --name / --data_dir)')
+    logging.warning('--overwrite: removing the earlier conversion in %s', out)
+    shutil.rmtree(out)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    probe = os.path.join(data_dir, f'.fcos_jax_write_test_{os.getpid()}')
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ConversionError(f'{data_dir}: output folder cannot be written ({e.strerror})') from None
+
+
 def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
-            on_error: str = 'skip', version: str = '1.0.0') -> Report:
+            on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False) -> Report:
   """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)}."""
   import tensorflow_datasets as tfds
   if on_error not in ('skip', 'fail'):
     raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+  if not splits:
+    raise ConversionError('no split given: pass --annotations, --images and --split per split')
   report = Report(on_error=on_error)
   loaded, categories = {}, None
   for split, (ann_path, images_dir) in splits.items():
@@ -273,6 +316,7 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
     if not os.path.isdir(images_dir):
       raise ConversionError(f'{images_dir}: image folder not found')
     loaded[split] = (data, images_dir)
+  _prepare_output(name, data_dir, version, overwrite)
 
   split_data = {split: split_examples(data, images_dir, categories, report)
                 for split, (data, images_dir) in loaded.items()}
@@ -292,12 +336,16 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
 def main(argv):
   from absl import flags
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise ConversionError(f'unexpected arguments: {argv[1:]}')
   if len(f.annotations) != len(f.images) or len(f.annotations) != len(f.split):
-    raise flags.ValidationError('give one --annotations, --images and --split per split '
-                                f'(got {len(f.annotations)}, {len(f.images)}, {len(f.split)})')
+    raise ConversionError('give one --annotations, --images and --split per split (got '
+                          f'{len(f.annotations)}, {len(f.images)}, {len(f.split)})')
+  if len(set(f.split)) != len(f.split):
+    raise ConversionError(f'--split names repeat: {f.split}')
   report = convert(f.name, os.path.expanduser(f.data_dir),
                    {s: (a, i) for s, a, i in zip(f.split, f.annotations, f.images)},
-                   on_error=f.on_error)
+                   on_error=f.on_error, overwrite=f.overwrite)
   print(report.summary())
 
 
@@ -310,9 +358,10 @@ def _define_flags():
   flags.DEFINE_multi_string('split', [], 'Split name, one per split (train, validation, ...).')
   flags.DEFINE_enum('on_error', 'skip', ['skip', 'fail'],
                     'skip (and count) bad records, or stop at the first one.')
+  flags.DEFINE_bool('overwrite', False, 'Replace an earlier conversion of the same name.')
 
 
 if __name__ == '__main__':
-  from absl import app
+  from fcos_jax import cli
   _define_flags()
-  app.run(main)
+  cli.run(main)

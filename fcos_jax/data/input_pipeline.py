@@ -19,12 +19,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from fcos_jax import errors
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import preprocessing as pp
 from fcos_jax.data import sizes
 
-class DatasetNotPreparedError(RuntimeError):
-  pass
+class DatasetNotPreparedError(errors.UserError, RuntimeError):
+  """The config names a TFDS dataset that is not prepared where it points."""
 
 
 def get_builder(data_config) -> tfds.core.DatasetBuilder:

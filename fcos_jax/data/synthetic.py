@@ -163,7 +163,7 @@ def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int =
   generate(raw, splits, seed, **kwargs)
   convert_coco.convert(name, data_dir, {
       split: (os.path.join(raw, 'annotations', f'{split}.json'),
-              os.path.join(raw, 'images', split)) for split in splits})
+              os.path.join(raw, 'images', split)) for split in splits}, overwrite=True)
   return raw
 
 

@@ -18,14 +18,15 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from fcos_jax import errors
 from fcos_jax.models import torchvision_names
 
 IGNORED_SUFFIXES = ('num_batches_tracked',)   # BatchNorm2d's counter: not a weight
 RESNET_CLASSIFIER = ('fc.weight', 'fc.bias')  # ImageNet head: not part of a detection backbone
 
 
-class WeightImportError(ValueError):
-  pass
+class WeightImportError(errors.DataError):
+  """A weights file that cannot be read or does not fit the model."""
 
 
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
@@ -34,17 +35,37 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     raise WeightImportError(f'{path}: no such file')
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
-    return dict(load_file(path))
+    try:
+      return dict(load_file(path))
+    except Exception as e:  # noqa: BLE001 - name the file, not the parser's internals
+      raise WeightImportError(f'{path}: cannot be read as a safetensors file: {e}') from None
   import torch
   try:
     sd = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # noqa: BLE001 - report what the file is, not torch's internals
-    raise WeightImportError(f'{path}: cannot be read as a weights-only torch file: {e}') from e
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise WeightImportError(f'{path}: cannot be read as a weights-only torch file ({first})') \
+        from None
   if isinstance(sd, Mapping) and 'model' in sd and isinstance(sd['model'], Mapping):
     sd = sd['model']  # training checkpoints of torchvision's references wrap the weights
   if not isinstance(sd, Mapping):
     raise WeightImportError(f'{path}: expected a state dict, got {type(sd).__name__}')
+  bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+  if bad:
+    raise WeightImportError(f'{path}: {bad[0]!r} is a {type(sd[bad[0]]).__name__}, not a tensor'
+                            + (f' (+{len(bad) - 1} more)' if len(bad) > 1 else ''))
   return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+def resnet_depth(state_dict: Mapping[str, Any], prefix: str = '') -> int:
+  """18/34/50/101/152 from the block counts and block type of a ResNet state dict."""
+  blocks = tuple(len({k.split('.')[1] for k in state_dict
+                      if k.startswith(f'{prefix}layer{i}.') and k.endswith('conv1.weight')})
+                 for i in range(1, 5))
+  bottleneck = any(k.startswith(f'{prefix}layer1.') and 'conv3' in k for k in state_dict)
+  known = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
+           ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152}
+  return known.get((blocks, bottleneck), 0)
 
 
 def detect_kind(state_dict: Mapping[str, Any]) -> str:
@@ -119,19 +140,33 @@ def import_weights(weights: str, out: str, model_config=None) -> Tuple[str, int]
     model_config = (coco_torchvision if kind == 'fcos' else coco).get_config().model
   model = fcos.create_model(model_config)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  prefix = 'backbone.body.' if kind == 'fcos' else ''
+  depth = resnet_depth(state_dict, prefix)
+  if depth and depth != model_config.backbone_depth:  # unknown depth: convert names the keys
+    raise WeightImportError(
+        f'{weights}: a ResNet-{depth} '
+        f'{"detector" if kind == "fcos" else "backbone"}, but the model config expects '
+        f'ResNet-{model_config.backbone_depth} (set model.backbone_depth={depth} in the config '
+        'that will use these weights)')
   variables = convert(state_dict, like, kind)
+  if os.path.exists(out):
+    raise WeightImportError(f'{out} already exists; remove it or choose another --out')
   save(variables, out)
   return kind, sum(len(jax.tree_util.tree_leaves(v)) for v in variables.values())
 
 
 def main(argv):
   from absl import flags
+  if len(argv) > 1:
+    raise WeightImportError(f'unexpected arguments: {argv[1:]}')
   kind, n = import_weights(flags.FLAGS.weights, flags.FLAGS.out)
   print(f'imported a torchvision {kind} state dict ({n} tensors) into {flags.FLAGS.out}')
 
 
 if __name__ == '__main__':
-  from absl import app, flags
+  from absl import flags
+  from fcos_jax import cli
   flags.DEFINE_string('weights', None, 'torchvision .pth or .safetensors file.', required=True)
-  flags.DEFINE_string('out', None, 'Output directory (orbax checkpoint).', required=True)
-  app.run(main)
+  flags.DEFINE_string('out', None, 'Output directory (orbax checkpoint); must not exist.',
+                      required=True)
+  cli.run(main)
