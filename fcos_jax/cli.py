@@ -59,3 +59,29 @@ def quiet_library_logs() -> None:
                '/jax/' in record.pathname)
       return record.levelno >= std_logging.WARNING or not noisy
   logging.get_absl_handler().addFilter(_Filter())
+
+
+def user_errors() -> tuple:
+  """The project's own errors about its input (data, weights, files, flags): a program reports
+  them in one line instead of a traceback."""
+  from fcos_jax.data.input_pipeline import DatasetNotPreparedError
+  from fcos_jax.evaluation import DetectionsFileError
+  return (DatasetNotPreparedError, DetectionsFileError, FileNotFoundError)
+
+
+def reporting_errors(main):
+  """`main` for `app.run` that ends the program on a `user_errors()` error with one line,
+  `error: ...`, on stderr and exit status 1."""
+  import functools
+  import sys
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except Exception as e:  # noqa: BLE001 - only the project's own kinds are caught, see below
+      if not isinstance(e, user_errors()):
+        raise
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
+  return wrapped
