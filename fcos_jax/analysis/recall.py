@@ -26,8 +26,9 @@ from fcos_jax.analysis import anchors as anchors_lib
 from fcos_jax.data import input_pipeline, sizes
 
 SIZES = (('small', 0.0, 32.0 ** 2), ('medium', 32.0 ** 2, 96.0 ** 2), ('large', 96.0 ** 2, np.inf))
-METHODS = (('fcos', 'FCOS (this config)'), ('anchor', 'anchors, IoU >= 0.5'),
-           ('anchor_low_quality', 'anchors + low-quality matches (>= 0.4)'))
+METHODS = (('fcos', 'FCOS', 'FCOS (this config)'),
+           ('anchor', 'anchors', 'anchors, IoU >= 0.5'),
+           ('anchor_low_quality', 'anchors+LQ', 'anchors + low-quality matches (>= 0.4)'))
 
 
 def image_stats(boxes, valid, *, image_size, match_kw, anchors) -> Dict[str, jnp.ndarray]:
@@ -75,7 +76,7 @@ def collect(config, *, split: Optional[str] = None, batch_size: Optional[int] = 
   batch_size = batch_size or config.eval_batch_size
   ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split, with_boxes=True)
   fns = {shape: make_batch_stats(config, shape) for shape in sizes.eval_shapes(config.data)}
-  boxes_out = {k: [] for k, _ in METHODS}
+  boxes_out = {k: [] for k, _, _ in METHODS}
   area, level = [], []
   counts = {}
   num_images = num_truncated = 0
@@ -87,10 +88,10 @@ def collect(config, *, split: Optional[str] = None, batch_size: Optional[int] = 
     shape = batch['image'].shape[1:3]
     stats = jax.device_get(fns[shape](batch['boxes'], batch['box_valid']))
     keep = batch['box_valid'] & batch['mask'][:, None]
-    for k, _ in METHODS:
+    for k, _, _ in METHODS:
       boxes_out[k].append(stats[k][keep])
     # Box area in original-image pixels, for the COCO size classes.
-    ratio = batch['orig_size'].astype(np.float64) / batch['image_size']       # [B, 2] (h, w)
+    ratio = batch['orig_size'] / np.maximum(batch['image_size'], 1).astype(np.float64)  # (h, w)
     wh = batch['boxes'][..., 2:] - batch['boxes'][..., :2]                    # [B, M, 2]
     area.append((wh[..., 0] * wh[..., 1] * ratio[:, None, 0] * ratio[:, None, 1])[keep])
     level.append(nominal_level(batch['boxes'][keep], config.model.size_ranges))
@@ -118,7 +119,7 @@ def summarize(collected: Dict[str, Any], num_levels: int) -> Dict[str, Any]:
   groups = [('all', np.ones_like(area, bool))]
   groups += [(name, (area >= lo) & (area < hi)) for name, lo, hi in SIZES]
   groups += [(f'P{l + 3}', level == l) for l in range(num_levels)]
-  bpr = {name: {'boxes': int(mask.sum()), **{k: _rate(rec[k][mask]) for k, _ in METHODS}}
+  bpr = {name: {'boxes': int(mask.sum()), **{k: _rate(rec[k][mask]) for k, _, _ in METHODS}}
          for name, mask in groups}
   c = collected['counts']
   ratio = lambda a, b: float(a / b) if b else float('nan')  # noqa: E731
@@ -139,10 +140,12 @@ def format_summary(summary: Dict[str, Any]) -> str:
   lines = [f'{summary["num_images"]} images, {summary["num_boxes"]} non-crowd boxes '
            f'({summary["num_truncated"]} more cut by max_boxes, not counted)', '',
            'best possible recall (a box is recalled if at least one location / anchor takes it)',
-           f'  {"boxes":<8}{"count":>7}' + ''.join(f'{label:>42}' for _, label in METHODS)]
+           '  ' + '; '.join(f'{short}: {long}' for _, short, long in METHODS),
+           f'  {"boxes":<8}{"count":>7}' + ''.join(f'{short:>12}' for _, short, _ in METHODS)]
   for name, row in summary['bpr'].items():
-    lines.append(f'  {name:<8}{row["boxes"]:>7}' +
-                 ''.join(f'{100 * row[k]:>41.2f}%' for k, _ in METHODS))
+    if row['boxes']:
+      lines.append(f'  {name:<8}{row["boxes"]:>7}' +
+                   ''.join(f'{100 * row[k]:>11.2f}%' for k, _, _ in METHODS))
   a = summary['ambiguity']
   lines += ['', 'ambiguous locations (inside more than one box)',
             f'  any level, no size ranges: {100 * a["ambiguous_any_level"]:.2f}% of '
@@ -151,7 +154,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
             f'{a["positives"]} positive locations',
             '  per level: ' + ', '.join(
                 f'P{l + 3} {100 * r:.2f}% of {n}' for l, (r, n) in enumerate(
-                    zip(a['ambiguous_after_fpn_per_level'], a['positives_per_level'])))]
+                    zip(a['ambiguous_after_fpn_per_level'], a['positives_per_level'])) if n)]
   return '\n'.join(lines)
 
 
@@ -164,12 +167,13 @@ def plot_summary(summary: Dict[str, Any], path: str) -> None:
   x = np.arange(len(names))
   fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
   width = 0.8 / len(METHODS)
-  for i, (k, label) in enumerate(METHODS):
+  for i, (k, _, label) in enumerate(METHODS):
     ax.bar(x + (i - 1) * width, [100 * summary['bpr'][n][k] for n in names], width, label=label)
   ax.set_xticks(x, [f'{n}\n({summary["bpr"][n]["boxes"]})' for n in names])
   ax.set_ylabel('best possible recall (%)')
-  ax.set_ylim(0, 105)
-  ax.legend(loc='lower left', fontsize=8)
+  ax.set_ylim(0, 125)
+  ax.set_yticks(range(0, 101, 20))
+  ax.legend(loc='upper center', ncol=3, fontsize=8)
   ax.set_title('Best possible recall by box group (box count below)')
   fig.tight_layout()
   fig.savefig(path)
