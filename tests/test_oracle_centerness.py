@@ -64,3 +64,32 @@ def test_oracle_centerness_scores_at_least_the_model(trained):
   assert normal['num_images'] == oracle['num_images'] == 11
   assert normal['AP50'] > 0.02, 'the model should have learned something'
   assert oracle['AP'] >= normal['AP'] and oracle['AP50'] >= normal['AP50']
+
+
+def test_evaluate_program_with_oracle_and_analysis(trained, shapes_tfds, tmp_path):
+  """evaluate.py --oracle_centerness --analysis on the trained model's params: both evaluations,
+  the analysis table and its pictures."""
+  import os
+  import subprocess
+  import sys
+  from fcos_jax.tools import import_torchvision
+  config, _, variables = trained
+  params = str(tmp_path / 'params')
+  import_torchvision.save(jax.device_get(variables), params)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='3')
+  d = config.data
+  out = subprocess.run(
+      [sys.executable, os.path.join(root, 'evaluate.py'), f'--config={root}/tests/tiny_config.py',
+       f'--params={params}', f'--config.data.dataset={d.dataset}',
+       f'--config.data.data_dir={d.data_dir}', '--config.data.synthetic=False',
+       '--config.data.min_sizes=(96,)', '--config.data.max_size=128',
+       '--config.data.eval_min_size=96', '--config.data.max_boxes=10', '--oracle_centerness',
+       f'--analysis={tmp_path / "analysis"}', f'--out={tmp_path}'],
+      capture_output=True, text=True, env=env, cwd=root, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'with the ground-truth centerness (oracle):' in out.stdout
+  assert 'Pearson r' in out.stdout and 'background' in out.stdout
+  assert (tmp_path / 'offline_eval_0_oracle_centerness_metrics.json').exists()
+  for name in ('score_vs_iou.png', 'pr_curves.png', 'confusion_matrix.png', 'analysis.json'):
+    assert (tmp_path / 'analysis' / name).exists(), name
