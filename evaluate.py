@@ -4,12 +4,17 @@
       [--annotations instances_val2017.json]          # official ground truth (default: from TFDS)
   python evaluate.py --config configs/coco.py --params DIR   # a params checkpoint
   python evaluate.py --config configs/coco.py --detections results.json [--annotations ...]
+  python evaluate.py ... --oracle_centerness       # also with the ground-truth centerness
+  python evaluate.py ... --analysis DIR            # calibration, PR curves, confusion, pictures
 
 Restores a checkpoint (the latest by default), runs the jitted model + postprocess over the split
 on all local devices (and every process of a multi-process run), maps detections back to the
 original images, and scores them with pycocotools' COCOeval (bbox). Prints the 12 standard numbers
 and writes metrics, a per-category AP table and the detections (COCO results format) as JSON.
-With --detections, an existing results file is scored without a model.
+With --detections, an existing results file is scored without a model. --oracle_centerness
+evaluates a second time with each location's ground-truth centerness in place of the predicted
+one (the paper's 36.6 -> 42.1 AP on COCO); --analysis writes the error analysis of
+`fcos_jax.analysis.error_analysis` (PNGs and analysis.json) into DIR.
 """
 
 import os
@@ -31,6 +36,10 @@ _DETECTIONS = flags.DEFINE_string('detections', None, 'Score this COCO results f
                                   'running a model.')
 _OUT = flags.DEFINE_string('out', None, 'Where to write results (default: workdir, or the '
                            'folder of --detections).')
+_ORACLE = flags.DEFINE_bool('oracle_centerness', False, 'Also evaluate with the ground-truth '
+                            'centerness of every location instead of the predicted one.')
+_ANALYSIS = flags.DEFINE_string('analysis', None, 'Write the error analysis (score-vs-IoU, PR '
+                                'curves, confusion matrix, pictures) into this folder.')
 cli.define_distributed_flags()
 flags.mark_flag_as_required('config')
 FLAGS = flags.FLAGS
@@ -72,13 +81,28 @@ def main(argv):
     raise app.UsageError('--workdir (with checkpoints), --params or --detections is required')
   model, variables, step = cli.load_weights(config)
   logging.info('evaluating checkpoint of step %d on split %r', step, split)
-  metrics = evaluation.evaluate(config, model, variables,
-                                workdir=_OUT.value or FLAGS.workdir or FLAGS.params, split=split,
+  out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
+  metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
                                 annotations=_ANNOTATIONS.value, tag=f'offline_eval_{step}',
-                                progress=True)
+                                progress=True, class_prob=bool(_ANALYSIS.value))
   if jax.process_index() == 0:
     print(f'checkpoint step {step}, split {split!r}')
     print_metrics(metrics)
+  if _ORACLE.value:
+    oracle = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
+                                 annotations=_ANNOTATIONS.value,
+                                 tag=f'offline_eval_{step}_oracle_centerness', progress=True,
+                                 oracle_centerness=True)
+    if jax.process_index() == 0:
+      print('with the ground-truth centerness (oracle):')
+      print_metrics(oracle)
+      print(f'AP {metrics["AP"]:.4f} -> {oracle["AP"]:.4f} with the ground-truth centerness')
+  if _ANALYSIS.value and jax.process_index() == 0:
+    from fcos_jax.analysis import error_analysis
+    summary = error_analysis.analyze(config, metrics['ground_truth'], metrics['results'],
+                                     _ANALYSIS.value, split=split)
+    print(error_analysis.format_analysis(summary))
+    print(f'wrote the error analysis to {_ANALYSIS.value}')
 
 
 if __name__ == '__main__':

@@ -144,3 +144,4 @@ def quiet_library_logs() -> None:
                '/jax/' in record.pathname)
       return record.levelno >= std_logging.WARNING or not noisy
   logging.get_absl_handler().addFilter(_Filter())
+

@@ -82,9 +82,11 @@ def tfds_skip_decoding():
   return tfds.decode.SkipDecoding()
 
 
-def to_coco_results(det, batch, class_ids: Sequence[int]) -> List[Dict[str, Any]]:
+def to_coco_results(det, batch, class_ids: Sequence[int],
+                    class_prob: bool = False) -> List[Dict[str, Any]]:
   """Detections of one batch (numpy) -> COCO result dicts in original-image pixels;
-  `class_ids[k]` is the COCO category id of model output k."""
+  `class_ids[k]` is the COCO category id of model output k. With `class_prob`, each result also
+  carries the class probability without the centerness factor ('class_prob')."""
   results = []
   for k in np.flatnonzero(batch['mask']):
     n = int(det['num_valid'][k])
@@ -93,12 +95,15 @@ def to_coco_results(det, batch, class_ids: Sequence[int]) -> List[Dict[str, Any]
     oh, ow = batch['orig_size'][k]
     rh, rw = batch['image_size'][k]
     boxes = det['boxes'][k, :n] * np.array([ow / rw, oh / rh, ow / rw, oh / rh])
-    for box, score, cls in zip(boxes, det['scores'][k, :n], det['classes'][k, :n]):
+    for j, (box, score, cls) in enumerate(zip(boxes, det['scores'][k, :n],
+                                              det['classes'][k, :n])):
       results.append({'image_id': int(batch['image_id'][k]),
                       'category_id': int(class_ids[int(cls)]),
                       'bbox': [float(box[0]), float(box[1]), float(box[2] - box[0]),
                                float(box[3] - box[1])],
                       'score': float(score)})
+      if class_prob:
+        results[-1]['class_prob'] = float(det['class_probs'][k, j])
   return results
 
 
@@ -189,8 +194,13 @@ def host_copy(tree):
 
 
 def predict_split(config, model, variables, *, split: Optional[str] = None,
-                  batch_size: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
-  """Detections (COCO results) for this process's part of the split, plus counts and timing."""
+                  batch_size: Optional[int] = None, progress: bool = False,
+                  oracle_centerness: bool = False, class_prob: bool = False) -> Dict[str, Any]:
+  """Detections (COCO results) for this process's part of the split, plus counts and timing.
+
+  `oracle_centerness`: with the ground-truth centerness instead of the predicted one (see
+  `inference.make_predict_fn`). `class_prob`: results also carry the class probability alone.
+  """
   categories = input_pipeline.dataset_categories(config.data)
   class_ids = categories_lib.model_class_ids(config.model, categories)
   valid_ids = set(categories.ids)
@@ -201,9 +211,11 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   # processes with different numbers of batches run independently.
   mesh = train_step.make_mesh(devices)
   sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
-  predict = jax.jit(inference.make_predict_fn(config, model))
+  predict = jax.jit(inference.make_predict_fn(config, model, oracle_centerness=oracle_centerness))
+  inputs = ('image', 'image_size') + (('boxes', 'box_valid') if oracle_centerness else ())
   variables = jax.device_put(host_copy(variables), NamedSharding(mesh, P()))
-  ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split)
+  ds = input_pipeline.create_eval_dataset(config.data, batch_size, split=split,
+                                          with_boxes=oracle_centerness)
   results, num_images, model_time = [], 0, 0.0
   bar = None
   if progress:
@@ -213,9 +225,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   start = time.perf_counter()
   for batch in ds.as_numpy_iterator():
     t = time.perf_counter()
-    images = jax.device_put(batch['image'], sharding)
-    sizes = jax.device_put(batch['image_size'], sharding)
-    det = jax.device_get(predict(variables, images, sizes)._asdict())
+    args = [jax.device_put(batch[k], sharding) for k in inputs]
+    det = jax.device_get(predict(variables, *args)._asdict())
     elapsed = time.perf_counter() - t
     model_time += elapsed
     if batch['image'].shape in seen_shapes:  # the first batch of a shape includes compiling
@@ -223,7 +234,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
       steady_images += int(batch['mask'].sum())
     seen_shapes.add(batch['image'].shape)
     # Outputs with no category in this dataset (torchvision's background / N/A slots) are dropped.
-    results += [r for r in to_coco_results(det, batch, class_ids) if r['category_id'] in valid_ids]
+    results += [r for r in to_coco_results(det, batch, class_ids, class_prob)
+                if r['category_id'] in valid_ids]
     num_images += int(batch['mask'].sum())
     if bar is not None:
       bar.update(int(batch['mask'].sum()))
@@ -313,21 +325,28 @@ def score_results_file(config, path: str, *, split: Optional[str] = None,
 
 def evaluate(config, model, variables, *, workdir: Optional[str] = None,
              split: Optional[str] = None, annotations: Optional[str] = None,
-             tag: str = 'eval', progress: bool = False) -> Dict[str, Any]:
+             tag: str = 'eval', progress: bool = False, oracle_centerness: bool = False,
+             class_prob: bool = False) -> Dict[str, Any]:
   """Predict over the split on every process, gather on process 0, score with COCOeval.
 
   Returns (on every process) the metrics dict; process 0 also writes
-  `{workdir}/{tag}_metrics.json` and `{workdir}/{tag}_detections.json` when `workdir` is given.
+  `{workdir}/{tag}_metrics.json` and `{workdir}/{tag}_detections.json` when `workdir` is given,
+  and keeps the detections and ground truth under 'results' and 'ground_truth' with
+  `class_prob` (for the error analysis). `oracle_centerness`, `class_prob`: see `predict_split`.
   """
   split = split or config.data.eval_split
-  pred = predict_split(config, model, variables, split=split, progress=progress)
+  pred = predict_split(config, model, variables, split=split, progress=progress,
+                       oracle_centerness=oracle_centerness, class_prob=class_prob)
   results, num_images = gather_results(pred['results'], pred['num_images'], workdir, tag)
   metrics = {'num_images': num_images, 'model_seconds': pred['model_seconds'],
              'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9),
              'model_images_per_second': pred['model_images_per_second']}
   if jax.process_index() != 0:
     return metrics
-  metrics.update(score(load_ground_truth(config, split, annotations), results, num_images))
+  gt = load_ground_truth(config, split, annotations)
+  metrics.update(score(gt, results, num_images))
   if workdir is not None:
     write_outputs(workdir, tag, metrics, results)
+  if class_prob:
+    metrics.update(results=results, ground_truth=gt)
   return metrics

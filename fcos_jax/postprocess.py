@@ -19,6 +19,7 @@ class Detections(NamedTuple):
   classes: jnp.ndarray     # [..., K] int32; -1 on padding rows.
   valid: jnp.ndarray       # [..., K] bool.
   num_valid: jnp.ndarray   # [...] int32.
+  class_probs: jnp.ndarray  # [..., K] class probability alone (no centerness); 0 on padding.
 
 
 def decode_boxes(ltrb, xy, scale):
@@ -81,7 +82,8 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
                       pre_nms_top_n: int = 1000,
                       nms_threshold: float = 0.6,
                       max_detections: int = 100,
-                      sqrt_score: bool = True) -> Detections:
+                      sqrt_score: bool = True,
+                      centerness_from_logits: bool = True) -> Detections:
   """Detections for one image from its flat outputs [N, C], [N, 4], [N].
 
   Per level: keep (location, class) pairs whose class probability (or, with
@@ -89,11 +91,15 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   `pre_nms_top_n` best by class probability x centerness, decode, clip to `clip_size` (h, w) (the
   unpadded image; default the padded input), then class-wise NMS over all levels and keep the best
   `max_detections`. Final score = cls x centerness, or its square root with `sqrt_score`.
+  `centerness` holds logits, or probabilities used as they are when `centerness_from_logits` is
+  False (e.g. the ground-truth centerness of the oracle evaluation).
   """
   pts = points_lib.make_points(image_size, strides, location_mode)
   num_classes = cls_logits.shape[-1]
   prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-  ctr = jax.nn.sigmoid(centerness.astype(jnp.float32))
+  ctr = centerness.astype(jnp.float32)
+  if centerness_from_logits:
+    ctr = jax.nn.sigmoid(ctr)
   combined = prob * ctr[:, None]
   if sqrt_score:
     combined = jnp.sqrt(combined)
@@ -132,7 +138,8 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
       scores=jnp.where(found, score[keep], 0.0),
       classes=jnp.where(found, cls[keep], -1),
       valid=found,
-      num_valid=jnp.sum(found).astype(jnp.int32))
+      num_valid=jnp.sum(found).astype(jnp.int32),
+      class_probs=jnp.where(found, prob[loc[keep], cls[keep]], 0.0))
 
 
 def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None,

@@ -9,14 +9,22 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
 
 
+GROUND_TRUTH_COLOR = (255, 255, 255)
+
+
 def draw_detections(image: np.ndarray, detections: Sequence[Dict[str, Any]],
-                    scale: int = 1) -> Image.Image:
+                    scale: int = 1, ground_truth: Sequence[Sequence[float]] = ()) -> Image.Image:
   """RGB image with each detection's box and 'class score' label drawn; `scale` enlarges small
-  images first so the labels stay legible."""
+  images first so the labels stay legible. `ground_truth` boxes (x0, y0, x1, y1) are drawn
+  underneath in white, outlined in black so they show on any background."""
   im = Image.fromarray(image)
   if scale > 1:
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
   draw = ImageDraw.Draw(im)
+  for box in ground_truth:
+    x0, y0, x1, y1 = (v * scale for v in box)
+    draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline=(0, 0, 0), width=1)
+    draw.rectangle([x0, y0, x1, y1], outline=GROUND_TRUTH_COLOR, width=1)
   font = ImageFont.load_default()
   for det in detections:
     color = PALETTE[det['label'] % len(PALETTE)]

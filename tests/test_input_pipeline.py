@@ -142,6 +142,31 @@ def test_eval_covers_every_image_once_with_a_padded_last_batch(shapes_tfds, shap
   assert padded > 0  # 11 images in batches of 4: some batches are padded, none dropped
 
 
+def test_eval_batches_can_carry_their_ground_truth(edge_tfds):
+  """with_boxes: non-crowd boxes in resized pixels, largest max_boxes kept, the cut counted;
+  the default eval batches stay as they were."""
+  name, data_dir, coco_json = edge_tfds
+  c = data_config(name, data_dir, max_boxes=5, min_sizes=(64,), max_size=96, eval_min_size=64)
+  plain = next(ip.create_eval_dataset(c, 5, split='train').as_numpy_iterator())
+  assert 'boxes' not in plain
+  seen = {}
+  for b in ip.create_eval_dataset(c, 5, split='train', with_boxes=True).as_numpy_iterator():
+    for k in np.flatnonzero(b['mask']):
+      seen[int(b['image_id'][k])] = (b['boxes'][k], b['box_valid'][k], b['num_truncated'][k],
+                                     b['image_size'][k], b['orig_size'][k])
+  assert sorted(seen) == [1, 2, 3, 4, 5]
+  for image_id, (boxes, valid, cut, size, orig) in seen.items():
+    anns = [a for a in coco_json['annotations'] if a['image_id'] == image_id and
+            not a['iscrowd']]
+    kept = sorted(sorted(anns, key=lambda a: -a['bbox'][2] * a['bbox'][3])[:5],
+                  key=lambda a: a['id'])
+    assert valid.sum() == len(kept) and cut == len(anns) - len(kept)
+    sx, sy = size[1] / orig[1], size[0] / orig[0]
+    want = [[a['bbox'][0] * sx, a['bbox'][1] * sy, (a['bbox'][0] + a['bbox'][2]) * sx,
+             (a['bbox'][1] + a['bbox'][3]) * sy] for a in kept]
+    np.testing.assert_allclose(boxes[:len(kept)], np.reshape(want, (-1, 4)), atol=1e-3)
+
+
 def test_two_processes_read_disjoint_shards_covering_the_split(shapes_tfds, shapes_coco):
   c = data_config(*shapes_tfds)
   val_images, _ = load_coco(shapes_coco, 'validation')

@@ -218,3 +218,49 @@ def test_torchvision_location_mode():
   np.testing.assert_array_equal(p7[:, 1], [0, 0, 0, 128, 128, 128])
   half = points.locations(image_size, STRIDES)
   np.testing.assert_array_equal(half[:3], [[4, 4], [12, 4], [20, 4]])
+
+
+def reference_match(boxes, valid, image_size, radius=0.0):
+  """Per location: the box taken (smallest-area candidate), the candidate count (level ranges
+  applied) and the count of boxes holding it at any level, straight from the definitions."""
+  height, width = image_size
+  out = []
+  for s, (lo, hi) in zip(STRIDES, RANGES):
+    for j in range(math.ceil(height / s)):
+      for i in range(math.ceil(width / s)):
+        x, y = i * s + s // 2, j * s + s // 2
+        inside, cands = [], []
+        for m in range(len(boxes)):
+          x0, y0, x1, y1 = (float(v) for v in boxes[m])
+          l, t, r, b = x - x0, y - y0, x1 - x, y1 - y
+          if not valid[m] or min(l, t, r, b) <= 0:
+            continue
+          if radius > 0 and not (abs(x - (x0 + x1) / 2) < radius * s and
+                                 abs(y - (y0 + y1) / 2) < radius * s):
+            continue
+          inside.append(m)
+          if lo <= max(l, t, r, b) <= hi:
+            cands.append(m)
+        areas = [(boxes[m][2] - boxes[m][0]) * (boxes[m][3] - boxes[m][1]) for m in cands]
+        out.append((cands[int(np.argmin(areas))] if cands else -1, len(cands), len(inside)))
+  return np.array(out).T
+
+
+@pytest.mark.parametrize('radius', [0.0, 1.5])
+def test_match_locations_box_index_and_counts(radius):
+  """The box index and the contest counts behind the targets (for the recall / ambiguity tools)."""
+  image_size = (224, 160)
+  rng = np.random.default_rng(5)
+  boxes, classes, valid = random_gt(rng, image_size, max_boxes=10, num_valid=8)
+  fn = jax.jit(lambda b, v: targets.match_locations(
+      b, v, image_size=image_size, strides=STRIDES, size_ranges=RANGES,
+      center_sampling_radius=radius))
+  got = jax.tree_util.tree_map(np.asarray, fn(jnp.asarray(boxes), jnp.asarray(valid)))
+  box, num_candidates, num_inside = reference_match(boxes, valid, image_size, radius)
+  assert (num_candidates > 1).sum() >= 1 and (num_inside > num_candidates).sum() > 5
+  np.testing.assert_array_equal(got.box, box)
+  np.testing.assert_array_equal(got.num_candidates, num_candidates)
+  np.testing.assert_array_equal(got.num_inside, num_inside)
+  # The targets' classes come from the same box index.
+  tg = run_assigner(boxes, classes, valid, image_size, center_sampling_radius=radius)
+  np.testing.assert_array_equal(tg.classes, np.where(box >= 0, classes[np.maximum(box, 0)], -1))

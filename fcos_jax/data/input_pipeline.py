@@ -179,14 +179,20 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _eval_preprocess(data_config, shape):
+def _eval_preprocess(data_config, shape, with_boxes=False):
   def fn(ex):
     image = _decode(ex)
     hw = tf.shape(image)[:2]
     scale = pp.resize_scale(hw, data_config.eval_min_size, data_config.max_size)
     image, new_hw = pp.resize_image(image, scale)
-    return {'image': pp.pad_image(image, shape), 'image_size': new_hw, 'orig_size': hw,
-            'image_id': ex['image/id'], 'mask': tf.constant(True)}
+    out = {'image': pp.pad_image(image, shape), 'image_size': new_hw, 'orig_size': hw,
+           'image_id': ex['image/id'], 'mask': tf.constant(True)}
+    if with_boxes:  # non-crowd ground truth in resized pixels, as the training targets see it
+      keep = ~ex['objects']['is_crowd']
+      boxes = pp.normalized_to_absolute(tf.boolean_mask(ex['objects']['bbox'], keep), new_hw)
+      out.update(pp.pad_boxes(boxes, tf.boolean_mask(ex['objects']['label'], keep),
+                              data_config.max_boxes))
+    return out
   return fn
 
 
@@ -203,11 +209,14 @@ def _pad_batch(batch_size):
 
 def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = None,
                         process_index: Optional[int] = None,
-                        process_count: Optional[int] = None) -> tf.data.Dataset:
+                        process_count: Optional[int] = None,
+                        with_boxes: bool = False) -> tf.data.Dataset:
   """Finite dataset: every image of this process's part of the split exactly once.
 
   Elements: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2] (resized h, w), 'orig_size'
-  int32 [B, 2], 'image_id' int64 [B], 'mask' bool [B] (False on padding examples).
+  int32 [B, 2], 'image_id' int64 [B], 'mask' bool [B] (False on padding examples). With
+  `with_boxes`, also the non-crowd ground truth as in training batches (resized pixels, padded to
+  `max_boxes`): 'boxes', 'classes' (dataset labels), 'box_valid', 'num_truncated'.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -218,7 +227,8 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
   for b, shape in enumerate(shapes):
     part = _read(builder, split).map(_with_shape(len(shapes)))
     part = part.filter(lambda ex, b=b: ex['_bucket'] == b)
-    part = part.map(_eval_preprocess(data_config, shape), num_parallel_calls=tf.data.AUTOTUNE)
+    part = part.map(_eval_preprocess(data_config, shape, with_boxes),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     part = part.batch(batch_size).map(_pad_batch(batch_size))
     ds = part if ds is None else ds.concatenate(part)
   return ds.prefetch(tf.data.AUTOTUNE)
