@@ -58,6 +58,8 @@ def print_metrics(metrics):
     print(f'inference: {metrics["model_seconds"]:.1f} s of model time, '
           f'{metrics["model_images_per_second"]:.1f} images/s after compilation, '
           f'{metrics["images_per_second"]:.1f} images/s overall (data, compile, model); '
+          f'{metrics["compiled_shapes"]} input shapes compiled in '
+          f'{metrics["compile_seconds"]:.1f} s; '
           f'COCOeval: {metrics["coco_eval_seconds"]:.1f} s')
 
 

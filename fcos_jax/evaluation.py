@@ -221,18 +221,23 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   if progress:
     from tqdm import tqdm
     bar = tqdm(desc=f'evaluating {split or config.data.eval_split}', unit='images')
-  seen_shapes, steady_time, steady_images = set(), 0.0, 0
+  compiled, compile_time, steady_time, steady_images = {}, {}, 0.0, 0
   start = time.perf_counter()
   for batch in ds.as_numpy_iterator():
-    t = time.perf_counter()
     args = [jax.device_put(batch[k], sharding) for k in inputs]
-    det = jax.device_get(predict(variables, *args)._asdict())
+    shape = batch['image'].shape
+    if shape not in compiled:  # one program per padded shape: compiled (and timed) apart
+      t = time.perf_counter()
+      compiled[shape] = predict.lower(variables, *args).compile()
+      compile_time[shape] = time.perf_counter() - t
+      logging.info('compiled inference for input %s in %.1f s (%d shapes so far)', shape,
+                   compile_time[shape], len(compiled))
+    t = time.perf_counter()
+    det = jax.device_get(compiled[shape](variables, *args)._asdict())
     elapsed = time.perf_counter() - t
     model_time += elapsed
-    if batch['image'].shape in seen_shapes:  # the first batch of a shape includes compiling
-      steady_time += elapsed
-      steady_images += int(batch['mask'].sum())
-    seen_shapes.add(batch['image'].shape)
+    steady_time += elapsed
+    steady_images += int(batch['mask'].sum())
     # Outputs with no category in this dataset (torchvision's background / N/A slots) are dropped.
     results += [r for r in to_coco_results(det, batch, class_ids, class_prob)
                 if r['category_id'] in valid_ids]
@@ -241,9 +246,13 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
       bar.update(int(batch['mask'].sum()))
   if bar is not None:
     bar.close()
+  if compiled:
+    logging.info('%d input shapes compiled in %.1f s (%.1f s each on average)', len(compiled),
+                 sum(compile_time.values()), sum(compile_time.values()) / len(compiled))
   return {'results': results, 'num_images': num_images, 'model_seconds': model_time,
           'total_seconds': time.perf_counter() - start,
-          'model_images_per_second': steady_images / steady_time if steady_time else float('nan')}
+          'model_images_per_second': steady_images / steady_time if steady_time else float('nan'),
+          'compiled_shapes': len(compiled), 'compile_seconds': sum(compile_time.values())}
 
 
 def gather_results(results: List[Dict[str, Any]], num_images: int, shared_dir: Optional[str],
@@ -340,7 +349,9 @@ def evaluate(config, model, variables, *, workdir: Optional[str] = None,
   results, num_images = gather_results(pred['results'], pred['num_images'], workdir, tag)
   metrics = {'num_images': num_images, 'model_seconds': pred['model_seconds'],
              'images_per_second': pred['num_images'] / max(pred['total_seconds'], 1e-9),
-             'model_images_per_second': pred['model_images_per_second']}
+             'model_images_per_second': pred['model_images_per_second'],
+             'compiled_shapes': pred['compiled_shapes'],
+             'compile_seconds': pred['compile_seconds']}
   if jax.process_index() != 0:
     return metrics
   gt = load_ground_truth(config, split, annotations)

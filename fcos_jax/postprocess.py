@@ -83,6 +83,7 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
                       nms_threshold: float = 0.6,
                       max_detections: int = 100,
                       sqrt_score: bool = True,
+                      drop_outside: bool = False,
                       centerness_from_logits: bool = True) -> Detections:
   """Detections for one image from its flat outputs [N, C], [N, 4], [N].
 
@@ -92,7 +93,9 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   unpadded image; default the padded input), then class-wise NMS over all levels and keep the best
   `max_detections`. Final score = cls x centerness, or its square root with `sqrt_score`.
   `centerness` holds logits, or probabilities used as they are when `centerness_from_logits` is
-  False (e.g. the ground-truth centerness of the oracle evaluation).
+  False (e.g. the ground-truth centerness of the oracle evaluation). `drop_outside`: locations
+  whose centre is outside the unpadded image (x >= w or y >= h) and boxes that clip to zero area
+  never enter the candidates (torchvision keeps them: False reproduces it).
   """
   pts = points_lib.make_points(image_size, strides, location_mode)
   num_classes = cls_logits.shape[-1]
@@ -104,6 +107,18 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   if sqrt_score:
     combined = jnp.sqrt(combined)
   passed = (combined if threshold_on_combined else prob) > score_threshold
+
+  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
+  if clip_size is None:
+    clip_size = jnp.asarray(image_size, jnp.float32)
+  clip_size = jnp.asarray(clip_size, jnp.float32)
+  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])
+  if drop_outside:  # every location's clipped box: [N, 4] is cheap next to [N, C] scores
+    xy = jnp.asarray(pts.xy)
+    all_boxes = jnp.clip(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0, upper)
+    inside = (xy[:, 0] < clip_size[1]) & (xy[:, 1] < clip_size[0])
+    nonempty = (all_boxes[:, 2] > all_boxes[:, 0]) & (all_boxes[:, 3] > all_boxes[:, 1])
+    passed = passed & (inside & nonempty)[:, None]
 
   cand_loc, cand_cls, cand_score, cand_ok = [], [], [], []
   start = 0
@@ -123,12 +138,7 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   ok = jnp.concatenate(cand_ok)
   score = jnp.where(ok, jnp.concatenate(cand_score), 0.0)
 
-  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
   boxes = decode_boxes(bbox_reg.astype(jnp.float32)[loc], jnp.asarray(pts.xy)[loc], scale[loc])
-  if clip_size is None:
-    clip_size = jnp.asarray(image_size, jnp.float32)
-  clip_size = jnp.asarray(clip_size, jnp.float32)
-  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])
   boxes = jnp.clip(boxes, 0.0, upper)
 
   keep, found = class_wise_nms(boxes, score, cls, ok, iou_threshold=nms_threshold,
@@ -161,4 +171,5 @@ def postprocess_kwargs(config) -> dict:
               score_threshold=float(p.score_threshold),
               threshold_on_combined=bool(p.threshold_on_combined),
               pre_nms_top_n=int(p.pre_nms_top_n), nms_threshold=float(p.nms_threshold),
-              max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score))
+              max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score),
+              drop_outside=bool(p.get('drop_outside', False)))

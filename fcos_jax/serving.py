@@ -7,6 +7,12 @@ An export directory holds, per padded input shape (one per aspect bucket):
   `params.npz`: the inference variables only (no optimizer state), keys '/'-joined tree paths;
   `metadata.json`: preprocessing settings, class names and COCO category ids.
 `Detector` loads it and maps original images to detections in original pixels.
+
+The artifact always takes uint8 images padded to the bucket shapes (rounded sizes). It does not
+follow the torchvision-exact evaluation (`data.torchvision_exact`: float pixels, floored sizes,
+each image padded to its own multiple of 32, which would need one program per padded shape, ~84
+at 800/1333); `metadata.json` says so when the config asks for it, and the README gives the
+measured difference.
 """
 
 import json
@@ -87,10 +93,16 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
                         'resize': 'bilinear, no antialiasing, sizes rounded',
                         'note': 'images are uint8 RGB, padded bottom/right with zeros; '
                                 'normalization happens inside the exported function'},
+      'torchvision_exact': False,
       'postprocess': dict(config.postprocess),
       'class_names': [names.get(i, 'N/A') for i in class_ids],
       'category_ids': list(class_ids),
   }
+  if d.get('torchvision_exact', False):
+    metadata['preprocessing']['differs_from_evaluation'] = (
+        'evaluate.py runs torchvision-exact input (PIL decoding, floored sizes, float resize, '
+        'each image padded to a multiple of 32); this export takes rounded sizes, uint8 pixels '
+        'and the bucket shapes, so its detections are close to but not torchvision\'s')
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)
   return metadata

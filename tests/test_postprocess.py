@@ -74,9 +74,16 @@ def test_nms_with_ties_and_identical_boxes():
   assert list(np.asarray(idx)[np.asarray(found)]) == [2, 1, 4]
 
 
+def clipped_box(x, y, d, clip_size):
+  box = [x - d[0], y - d[1], x + d[2], y + d[3]]
+  return [min(max(box[0], 0), clip_size[1]), min(max(box[1], 0), clip_size[0]),
+          min(max(box[2], 0), clip_size[1]), min(max(box[3], 0), clip_size[0])]
+
+
 def reference_postprocess(cls_logits, reg, ctr, image_size, clip_size, *, norm, thr,
-                          on_combined, top_n, nms_thr, max_det, sqrt_score):
-  """Straight from the definitions, one level and one candidate at a time."""
+                          on_combined, top_n, nms_thr, max_det, sqrt_score, drop_outside=False):
+  """Straight from the definitions, one level and one candidate at a time. `drop_outside`:
+  skip locations outside the clip size and boxes that clip to zero area, before the top-k."""
   h, w = image_size
   prob = 1 / (1 + np.exp(-cls_logits.astype(np.float64)))
   cprob = 1 / (1 + np.exp(-ctr.astype(np.float64)))
@@ -91,14 +98,15 @@ def reference_postprocess(cls_logits, reg, ctr, image_size, clip_size, *, norm, 
         for c in range(cls_logits.shape[1]):
           score = prob[n, c] * cprob[n]
           final = math.sqrt(score) if sqrt_score else score
+          x, y = i * s + s // 2, j * s + s // 2
+          box = clipped_box(x, y, reg[n] * (s if norm else 1.0), clip_size)
+          if drop_outside and (x >= clip_size[1] or y >= clip_size[0] or
+                               box[2] <= box[0] or box[3] <= box[1]):
+            continue
           if (final if on_combined else prob[n, c]) > thr:
-            level.append((score, n, c, i * s + s // 2, j * s + s // 2))
+            level.append((score, c, box))
     level.sort(key=lambda e: -e[0])
-    for score, n, c, x, y in level[:top_n]:
-      d = reg[n] * (s if norm else 1.0)
-      box = [x - d[0], y - d[1], x + d[2], y + d[3]]
-      box = [min(max(box[0], 0), clip_size[1]), min(max(box[1], 0), clip_size[0]),
-             min(max(box[2], 0), clip_size[1]), min(max(box[3], 0), clip_size[0])]
+    for score, c, box in level[:top_n]:
       cand_boxes.append(box)
       cand_scores.append(math.sqrt(score) if sqrt_score else score)
       cand_classes.append(c)
@@ -133,6 +141,37 @@ def test_postprocess_matches_reference(norm, on_combined, sqrt_score):
   np.testing.assert_allclose(det.scores[:k], want_scores, rtol=1e-5)
   np.testing.assert_array_equal(det.classes[:k], want_classes)
   assert (det.boxes[:, 2] <= clip[1]).all() and (det.boxes[:, 3] <= clip[0]).all()
+
+
+@pytest.mark.parametrize('drop_outside', [False, True])
+def test_no_detection_from_the_padding(drop_outside):
+  """Padding locations score high here: kept, they end as zero-area boxes on the clip border
+  (what torchvision does); with `drop_outside` none enters the candidates, and the result is
+  the reference's that skips them before the top-k."""
+  rng = np.random.default_rng(3)
+  image_size, clip, num_classes = (96, 128), (70, 90), 2
+  n = sum(math.ceil(96 / s) * math.ceil(128 / s) for s in STRIDES)
+  cls_logits = rng.normal(-1.0, 1.5, (n, num_classes)).astype(np.float32)
+  reg = rng.uniform(0.1, 12, (n, 4)).astype(np.float32)
+  ctr = rng.normal(0, 1, n).astype(np.float32)
+  kw = dict(score_threshold=0.3, threshold_on_combined=True, pre_nms_top_n=30,
+            nms_threshold=0.5, max_detections=40, sqrt_score=True)
+  det = jax.tree_util.tree_map(np.asarray, jax.jit(
+      lambda c, r, t: postprocess.postprocess_image(
+          c, r, t, image_size=image_size, clip_size=np.array(clip, np.float32),
+          strides=STRIDES, drop_outside=drop_outside, **kw))(cls_logits, reg, ctr))
+  boxes = det.boxes[det.valid]
+  empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+  if not drop_outside:
+    assert empty.sum() >= 5  # the defect: clipped padding boxes take places in the output
+    return
+  assert not empty.any() and det.num_valid == 40
+  want_boxes, want_scores, want_classes = reference_postprocess(
+      cls_logits, reg, ctr, image_size, clip, norm=False, thr=0.3, on_combined=True, top_n=30,
+      nms_thr=0.5, max_det=40, sqrt_score=True, drop_outside=True)
+  np.testing.assert_allclose(det.boxes[det.valid], want_boxes, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(det.scores[det.valid], want_scores, rtol=1e-5)
+  np.testing.assert_array_equal(det.classes[det.valid], want_classes)
 
 
 def test_batched_output_shapes_and_padding_rows():

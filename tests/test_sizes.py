@@ -53,3 +53,43 @@ def test_serving_preprocess_gives_the_pipeline_pixels(tmp_path):
     assert padded.shape == want.shape
     diff = np.abs(padded.astype(int) - want.astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.01, (hw, diff.max(), diff.mean())
+
+
+@pytest.mark.parametrize('min_size,max_size', [(800, 1333), (320, 533)])
+def test_torchvision_size_rule_equals_torchvision(min_size, max_size):
+  """`sizes.resized_size_torchvision` and its graph form give the size of torchvision's own
+  resize (`GeneralizedRCNNTransform`), where the project's rounded rule often does not."""
+  import torch
+  from torchvision.models.detection.transform import _resize_image_and_masks
+  differs = 0
+  for hw in SHAPES + [(480, 640), (612, 612), (427, 640), (640, 359)]:
+    out, _ = _resize_image_and_masks(torch.zeros((3,) + hw), min_size, max_size)
+    want = tuple(out.shape[-2:])
+    assert sizes.resized_size_torchvision(hw, min_size, max_size) == want, hw
+    assert tuple(pp.resized_size_torchvision(tf.constant(hw), min_size, max_size).numpy()) == want
+    differs += sizes.resized_size(hw, min_size, max_size) != want
+  assert differs >= 3
+  assert sizes.padded_shape((800, 1066), 32) == (800, 1088)
+
+
+def test_exact_decode_and_resize_give_torchvisions_pixels():
+  """PIL-exact JPEG decoding and the float resize: torchvision's input pixels up to float
+  rounding (TF's default decoding is several levels off; rounding to uint8 half a level)."""
+  import io
+  import torch
+  from PIL import Image
+  rng = np.random.default_rng(1)
+  image = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, 'JPEG', quality=90)
+  data = tf.constant(buf.getvalue())
+  pil = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('RGB'))
+  assert (pp.decode_image(data, pil_exact=True).numpy() == pil).all()
+  assert np.abs(pp.decode_image(data).numpy().astype(int) - pil).max() >= 2
+  new_hw = sizes.resized_size_torchvision(pil.shape[:2], 800, 1333)
+  got = pp.resize_image_float(tf.constant(pil), new_hw).numpy()
+  want = torch.nn.functional.interpolate(
+      torch.from_numpy(pil.astype(np.float32)).permute(2, 0, 1)[None], scale_factor=800 / 375,
+      mode='bilinear', recompute_scale_factor=True, align_corners=False)[0].permute(1, 2, 0)
+  assert got.shape == tuple(want.shape) == (800, 1066, 3)
+  assert np.abs(got - want.numpy()).max() < 5e-3

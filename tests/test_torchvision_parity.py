@@ -1,7 +1,8 @@
 """Numerical parity with torchvision's fcos_resnet50_fpn, through the weight-import code.
 
 torchvision's model is built with a fixed seed and its batch-norm statistics, GroupNorm affine
-and biases are perturbed, so that a wrong mapping cannot hide behind identity-like values.
+and biases are perturbed (`tests/torchvision_model.py`), so that a wrong mapping cannot hide
+behind identity-like values.
 """
 
 import math
@@ -18,6 +19,7 @@ from fcos_jax.configs import coco_torchvision
 from fcos_jax import inference, losses, targets
 from fcos_jax.models import fcos
 from fcos_jax.tools import import_torchvision
+from tests.torchvision_model import randomized_fcos
 
 SIZES = [(160, 224), (256, 256)]  # a multiple of 32 only, and a multiple of 128
 STRIDES = (8, 16, 32, 64, 128)
@@ -32,27 +34,7 @@ def rel_err(got, want):
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
-  torch.manual_seed(0)
-  torch.set_num_threads(2)
-  tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None)
-  g = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for m in tv.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-        m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-        m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-      elif isinstance(m, nn.GroupNorm):
-        m.weight.copy_(torch.rand(m.num_channels, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(m.num_channels, generator=g) * 0.2)
-      elif isinstance(m, nn.Conv2d) and m.bias is not None:
-        m.bias.add_(torch.randn(m.out_channels, generator=g) * 0.1)
-    # Head convs: std 0.01 from init gives near-constant outputs; make them informative.
-    for name, p in tv.head.named_parameters():
-      if name.endswith('weight') and p.dim() == 4:
-        p.mul_(5.0)
-  tv.eval()
+  tv = randomized_fcos()
   state_dict = {k: v.numpy() for k, v in tv.state_dict().items()}
   assert len(state_dict) == 372  # BatchNorm2d layout: 319 + 53 num_batches_tracked
 

@@ -51,6 +51,9 @@ def get_postprocess_config() -> ml_collections.ConfigDict:
   p.nms_threshold = 0.6
   p.max_detections = 100
   p.sqrt_score = True              # final score sqrt(cls * centerness)
+  # Locations whose centre lies outside the unpadded image, and boxes clipped to zero area,
+  # never become candidates (else the padding's clipped boxes take places in the top 100).
+  p.drop_outside = True
   return p
 
 
@@ -65,6 +68,13 @@ def get_data_config() -> ml_collections.ConfigDict:
   d.eval_min_size = 800
   d.size_divisibility = 128      # padded shapes are multiples of this (P7 stays exact)
   d.aspect_buckets = True        # landscape + portrait bucket; False: one square shape
+  # Evaluation padding: 'bucket' (the fixed shapes above: at most two programs) or 'per_image'
+  # (each image to its next multiple of size_divisibility, batches grouped by exact shape: one
+  # program per shape that occurs).
+  d.eval_padding = 'bucket'
+  # Evaluation input exactly as torchvision's GeneralizedRCNNTransform: JPEGs decoded as PIL,
+  # sizes floored, float resize without 8-bit rounding (needs eval_padding='per_image', /32).
+  d.torchvision_exact = False
   d.max_boxes = 100
   d.random_flip = True
   d.shuffle_buffer = 1000

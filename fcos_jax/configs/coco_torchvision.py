@@ -8,7 +8,11 @@ departs from the official FCOS and it matters for parity:
 - location (anchor) centres at i * (padded_size // level_size), no half-stride offset, so P6/P7
   'strides' follow the padded size (`location_mode='torchvision'`);
 - open level ranges (0, 64), (64, 128), ..., (512, inf) (`inclusive_ranges=False`);
-- GIoU with eps 1e-7 and no +1 smoothing, not weighted by centerness, every loss / num_pos.
+- GIoU with eps 1e-7 and no +1 smoothing, not weighted by centerness, every loss / num_pos;
+- evaluation input as `GeneralizedRCNNTransform` (`data.torchvision_exact`): JPEGs decoded as
+  PIL, sizes floored, float resize, each image zero-padded to a multiple of 32 (so the anchors
+  follow torchvision's padded size), and the postprocess keeps what torchvision keeps (boxes of
+  padding locations clipped to the border included: `postprocess.drop_outside=False`).
 """
 
 from fcos_jax.configs import coco
@@ -38,5 +42,8 @@ def get_config():
   p.nms_threshold = 0.6
   p.pre_nms_top_n = 1000
   p.max_detections = 100
-  # torchvision pads to multiples of 32; our buckets keep 128 for P7, see the README.
+  config.data.size_divisibility = 32
+  config.data.eval_padding = 'per_image'
+  config.data.torchvision_exact = True
+  p.drop_outside = False
   return config

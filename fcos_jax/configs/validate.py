@@ -32,6 +32,12 @@ def validate(config) -> None:
          'data.min_sizes', d.min_sizes, 'must be one or more positive integers')
   _check(d.size_divisibility % 32 == 0, 'data.size_divisibility', d.size_divisibility,
          'must be a multiple of 32 (the backbone downsamples by 32)')
+  _check(d.get('eval_padding', 'bucket') in ('bucket', 'per_image'), 'data.eval_padding',
+         d.get('eval_padding'), "must be 'bucket' or 'per_image'")
+  if d.get('torchvision_exact', False):
+    _check(d.eval_padding == 'per_image' and d.size_divisibility == 32,
+           'data.torchvision_exact', True, "needs data.eval_padding='per_image' and "
+           'data.size_divisibility=32 (torchvision pads each image to a multiple of 32)')
   _check(len(d.pixel_mean) == 3 and len(d.pixel_std) == 3 and min(d.pixel_std) > 0,
          'data.pixel_std', d.pixel_std, 'pixel_mean and pixel_std need 3 values, std > 0')
   _check(m.backbone_depth in (18, 34, 50, 101), 'model.backbone_depth', m.backbone_depth,

@@ -25,6 +25,19 @@ def image_shape_from_header(encoded: tf.Tensor) -> tf.Tensor:
                  lambda: tf.image.extract_jpeg_shape(encoded)[:2], png_shape)
 
 
+def decode_image(encoded: tf.Tensor, pil_exact: bool = False) -> tf.Tensor:
+  """uint8 [H, W, 3] of a JPEG or PNG. `pil_exact`: JPEGs with the accurate integer IDCT, which
+  gives PIL's (libjpeg-turbo's default) pixels; TF's default fast IDCT is up to 6/255 off."""
+  if pil_exact:
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+  else:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  return tf.ensure_shape(image, (None, None, 3))
+
+
 def bucket_index(hw: tf.Tensor, num_buckets: int) -> tf.Tensor:
   """`sizes.bucket_of` in graph ops: 0 for landscape/square (w >= h), 1 for portrait; always 0
   with a single bucket."""
@@ -40,13 +53,31 @@ def resize_scale(hw: tf.Tensor, min_size, max_size: int) -> tf.Tensor:
   return tf.minimum(min_size / tf.reduce_min(hw), max_size / tf.reduce_max(hw))
 
 
+def scaled_size(hw: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+  """`sizes.resized_size` in graph ops: round(side * scale) in float32, at least 1 (int32)."""
+  return tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32), 1)
+
+
 def resize_image(image: tf.Tensor, scale: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """Bilinear resize (no antialiasing, as torchvision/detectron2) -> (uint8 image, new (h, w))."""
-  hw = tf.cast(tf.shape(image)[:2], tf.float32)
-  new_hw = tf.cast(tf.round(hw * scale), tf.int32)
-  new_hw = tf.maximum(new_hw, 1)
+  new_hw = scaled_size(tf.shape(image)[:2], scale)
   resized = tf.image.resize(image, new_hw, method='bilinear', antialias=False)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), new_hw
+
+
+def resized_size_torchvision(hw: tf.Tensor, min_size, max_size) -> tf.Tensor:
+  """`sizes.resized_size_torchvision` in graph ops: float64 scale, floored sizes (int32)."""
+  hw64 = tf.cast(hw, tf.float64)
+  scale = tf.minimum(tf.cast(min_size, tf.float64) / tf.reduce_min(hw64),
+                     tf.cast(max_size, tf.float64) / tf.reduce_max(hw64))
+  return tf.cast(tf.floor(hw64 * scale), tf.int32)
+
+
+def resize_image_float(image: tf.Tensor, new_hw: tf.Tensor) -> tf.Tensor:
+  """Bilinear resize to `new_hw`, half-pixel centres, no antialiasing, float32 output (not
+  rounded): torchvision's `F.interpolate(mode='bilinear', align_corners=False)` up to float
+  rounding (~1e-3 of 255)."""
+  return tf.image.resize(tf.cast(image, tf.float32), new_hw, method='bilinear', antialias=False)
 
 
 def normalized_to_absolute(bbox: tf.Tensor, hw: tf.Tensor) -> tf.Tensor:
@@ -67,6 +98,14 @@ def pad_image(image: tf.Tensor, shape: Tuple[int, int]) -> tf.Tensor:
                                  message='resized image larger than its bucket')
   image = tf.pad(image, [[0, shape[0] - hw[0]], [0, shape[1] - hw[1]], [0, 0]])
   return tf.ensure_shape(image, (shape[0], shape[1], 3))
+
+
+def pad_to_multiple(image: tf.Tensor, divisibility: int) -> tf.Tensor:
+  """Zero-pad at the bottom/right to the next multiple of `divisibility` (`sizes.padded_shape`),
+  as torchvision's `batch_images` pads one image."""
+  hw = tf.shape(image)[:2]
+  padded = (hw + divisibility - 1) // divisibility * divisibility
+  return tf.pad(image, [[0, padded[0] - hw[0]], [0, padded[1] - hw[1]], [0, 0]])
 
 
 def pad_boxes(boxes: tf.Tensor, classes: tf.Tensor, max_boxes: int) -> Dict[str, tf.Tensor]:

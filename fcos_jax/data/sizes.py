@@ -1,11 +1,14 @@
-"""Image sizes: the resize rule and the padded bucket shapes, in plain Python / numpy.
+"""Image sizes: the resize rule and the padded shapes, in plain Python / numpy.
 
 One home for the arithmetic that the TF input pipeline, the exported model and the serving code
-must agree on. Resize: the shorter side to `min_size` unless the longer would exceed `max_size`
-(float32 arithmetic, sizes rounded). Buckets: a landscape and a portrait padded shape (or one
-square), multiples of `size_divisibility`.
+must agree on. Resize: the shorter side to `min_size` unless the longer would exceed `max_size`;
+the project's rule uses float32 arithmetic and rounds the sizes, torchvision's
+(`GeneralizedRCNNTransform` with `recompute_scale_factor=True`) Python floats and floors them.
+Padding: to a landscape and a portrait bucket (or one square), multiples of `size_divisibility`,
+or per image to its own next multiple ('per_image', torchvision's `batch_images` for one image).
 """
 
+import math
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -54,3 +57,23 @@ def resized_size(hw: Shape, min_size: float, max_size: float) -> Shape:
   """(h, w) after the resize: float32 arithmetic, rounded, at least 1 (as the TF pipeline)."""
   scale = resize_scale(hw, min_size, max_size)
   return tuple(max(int(np.round(np.float32(v) * scale)), 1) for v in hw)
+
+
+def resized_size_torchvision(hw: Shape, min_size: float, max_size: float) -> Shape:
+  """(h, w) after torchvision's resize: scale min(min_size / short, max_size / long) in Python
+  floats (float64), sizes floor(side * scale) (`F.interpolate(recompute_scale_factor=True)`)."""
+  scale = min(float(min_size) / min(hw), float(max_size) / max(hw))
+  return tuple(math.floor(float(v) * scale) for v in hw)
+
+
+def eval_resized_size(hw: Shape, data_config) -> Shape:
+  """The resized (h, w) of an evaluation image under `data_config` (its `torchvision_exact`)."""
+  d = data_config
+  if d.get('torchvision_exact', False):
+    return resized_size_torchvision(hw, d.eval_min_size, d.max_size)
+  return resized_size(hw, d.eval_min_size, d.max_size)
+
+
+def padded_shape(hw: Shape, divisibility: int) -> Shape:
+  """Per-image padding: each side up to its next multiple of `divisibility`."""
+  return (round_up(hw[0], divisibility), round_up(hw[1], divisibility))
