@@ -72,6 +72,14 @@ def test_train_config_mistakes_stop_before_anything_is_written(tmp_path, overrid
   assert not (tmp_path / 'w').exists()
 
 
+def test_frozen_bn_backbone_without_weights_refuses_to_start(tmp_path):
+  out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}',
+            '--config.model.backbone_norm=frozen_bn')
+  assert_one_line_error(out, 'config.init_checkpoint', 'import_torchvision --download resnet50',
+                        'train_from_scratch')
+  assert not (tmp_path / 'w').exists()
+
+
 def test_train_missing_config_file_and_dataset(tmp_path):
   out = run('train.py', f'--config={tmp_path}/nope.py', f'--workdir={tmp_path / "w"}')
   assert_one_line_error(out, 'nope.py')
