@@ -5,7 +5,8 @@
   python predict.py --config configs/coco_torchvision.py --params weights/fcos_tv --image ...
   python predict.py --config configs/shapes.py --workdir /tmp/shapes [--step N] --image ...
 
-Inputs are files, folders (searched recursively for images) and globs. The model is an export,
+Inputs are image or video files, folders (searched recursively) and globs; a video's frames
+are detected and drawn into OUT_DIR/<name>.mp4, its detections keyed '<path>#<frame>'. The model is an export,
 or a training workdir / params checkpoint with its config. Writes one picture per input under
 OUT_DIR at the input's path relative to the inputs' common folder (two inputs never share an
 output), OUT_DIR/detections.json ({input path: detections in original pixels}) and
@@ -24,6 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fcos_jax import cli
+from fcos_jax.video_io import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 
@@ -51,7 +53,7 @@ def expand_inputs(patterns):
     if os.path.isdir(pattern):
       for root, _, files in os.walk(pattern):
         found += sorted(os.path.join(root, f) for f in files
-                        if f.lower().endswith(IMAGE_SUFFIXES))
+                        if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
     elif any(c in pattern for c in '*?['):
       matches = sorted(glob.glob(pattern, recursive=True))
       if not matches:
@@ -106,6 +108,40 @@ def image_ids(inputs, annotations):
   return ids
 
 
+def draw(image, dets):
+  from fcos_jax import visualize
+  shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
+  scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
+  return visualize.draw_detections(image, shown, scale=scale)
+
+
+def predict_video(detector, path: str, out: str, detections) -> int:
+  """Detect and draw every frame of a video into `out` (.mp4); returns the frame count."""
+  import numpy as np
+  from fcos_jax import video_io
+  out = os.path.splitext(out)[0] + '.mp4'
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  writer = video_io.VideoWriter(out, video_io.frame_rate(path))
+  count, frames = 0, []
+
+  def flush():
+    nonlocal count
+    for frame, dets in zip(frames, detector.detect_many(frames, _BATCH.value)):
+      detections[f'{path}#{count}'] = dets
+      writer.write(np.asarray(draw(frame, dets)))
+      count += 1
+    frames.clear()
+  try:
+    for frame in video_io.read_frames(path):
+      frames.append(frame)
+      if len(frames) == _BATCH.value:
+        flush()
+    flush()
+  finally:
+    writer.close()
+  return count
+
+
 def main(argv):
   from fcos_jax import errors
   if len(argv) > 1:
@@ -114,7 +150,7 @@ def main(argv):
   if not inputs:
     raise errors.UserError('give at least one --image (a file, folder or glob)')
   from tqdm import tqdm
-  from fcos_jax import image_io, visualize
+  from fcos_jax import image_io
   detector = load_detector()
   outputs = output_paths(inputs, _OUT.value)
   ids = image_ids(inputs, _ANNOTATIONS.value)
@@ -125,6 +161,10 @@ def main(argv):
     chunk, images = [], []
     for path in inputs[first:first + _BATCH.value]:
       try:
+        if path.lower().endswith(VIDEO_SUFFIXES):
+          frames = predict_video(detector, path, outputs[path], detections)
+          bar.write(f'{path}: {frames} frames -> {os.path.splitext(outputs[path])[0]}.mp4')
+          continue
         images.append(image_io.read_rgb8(path)[0])
         chunk.append(path)
       except errors.DataError as e:
@@ -137,12 +177,9 @@ def main(argv):
                             d['bbox'][3] - d['bbox'][1]], 'score': d['score']}
                   # COCO scores boxes of positive size only (a box clipped flat at the border).
                   for d in dets if d['bbox'][2] > d['bbox'][0] and d['bbox'][3] > d['bbox'][1]]
-      shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
-      out = outputs[path]
-      os.makedirs(os.path.dirname(out), exist_ok=True)
-      scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
-      visualize.draw_detections(image, shown, scale=scale).save(out)
-    bar.update(len(chunk) + sum(1 for p in inputs[first:first + _BATCH.value] if p in skipped))
+      os.makedirs(os.path.dirname(outputs[path]), exist_ok=True)
+      draw(image, dets).save(outputs[path])
+    bar.update(len(inputs[first:first + _BATCH.value]))
   bar.close()
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, 'detections.json'), 'w') as f:
@@ -150,7 +187,8 @@ def main(argv):
   with open(os.path.join(_OUT.value, 'results.json'), 'w') as f:
     json.dump(results, f)
   seconds = time.perf_counter() - start
-  print(f'{len(detections)} of {len(inputs)} images done in {seconds:.1f} s '
+  done = len(inputs) - len(skipped)
+  print(f'{done} of {len(inputs)} inputs done in {seconds:.1f} s '
         f'({len(detections) / max(seconds, 1e-9):.1f} images/s, compiling included) -> '
         f'{_OUT.value}' + (f'; {len(skipped)} skipped: {", ".join(skipped)}' if skipped else ''))
 

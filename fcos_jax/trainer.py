@@ -218,7 +218,18 @@ def params_checksum(params) -> float:
 
 def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str, Any]:
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}')
+  num_pictures = config.get('eval_pictures', 0)
+  metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}',
+                                class_prob=bool(num_pictures))
+  if num_pictures and writer is not None and 'ground_truth' in metrics:
+    from fcos_jax.analysis import error_analysis
+    with writer.as_default():
+      for image_id, picture in error_analysis.pictures(
+          config, metrics.pop('ground_truth'), metrics.pop('results'),
+          num_images=num_pictures):
+        tf.summary.image(f'eval/detections/image_{image_id}', np.asarray(picture)[None],
+                         step=step)
+    writer.flush()
   if jax.process_index() == 0 and 'AP' in metrics:
     logging.info('evaluation at step %d: %d images, AP %.4f, AP50 %.4f, AP75 %.4f; inference '
                  '%.1f images/s', step, metrics['num_images'], metrics['AP'], metrics['AP50'],

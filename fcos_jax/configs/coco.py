@@ -121,6 +121,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every = 0                # 0 = evaluate only at the end
   config.eval_at_end = True
   config.eval_batch_size = 8           # per process
+  config.eval_pictures = 4             # validation images drawn to TensorBoard at each evaluation
   config.data = get_data_config()
   config.model = get_model_config()
   config.loss = get_loss_config()
