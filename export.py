@@ -34,7 +34,7 @@ def main(argv):
   from fcos_jax.data import input_pipeline
   config = cli.get_config(_CONFIG)
   model, variables, step = cli.load_weights(config)
-  categories = input_pipeline.dataset_categories(config.data)
+  categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
   meta = serving.export_detector(config, model, variables, _OUT.value, categories)
   size = sum(os.path.getsize(os.path.join(_OUT.value, f)) for f in os.listdir(_OUT.value))
   print(f'exported checkpoint step {step} to {_OUT.value}: '

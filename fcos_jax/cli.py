@@ -52,8 +52,24 @@ def _unknown_config_key(e: Exception, argv) -> str:
           (f' (did you mean "{hint.group(1)}"?)' if hint else ''))
 
 
+def packaged_config(value: str) -> str:
+  """`--config coco` (a bare name) -> the path of the shipped fcos_jax/configs/coco.py, so the
+  installed programs work from any folder; anything else is left as given."""
+  name, sep, override = value.partition(':')  # ml_collections' `file.py:arg` form
+  if os.path.sep in name or name.endswith('.py') or os.path.exists(name):
+    return value
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', f'{name}.py')
+  return path + sep + override if os.path.exists(path) else value
+
+
 def parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported as one line."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      argv[i] = '--config=' + packaged_config(arg[len('--config='):])
+    elif arg == '--config' and i + 1 < len(argv):
+      argv[i + 1] = packaged_config(argv[i + 1])
   try:
     return FLAGS(argv)
   except flags.Error as e:

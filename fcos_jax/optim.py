@@ -51,7 +51,7 @@ def bias_mask(params):
 def create_optimizer(config, params) -> optax.GradientTransformation:
   """The optimizer of `config.optimizer` for `params` (frozen stages masked out)."""
   o = config.optimizer
-  schedule = learning_rate_schedule(o, config.batch_size)
+  schedule = learning_rate_schedule(o, effective_batch_size(config))
   parts = []
   if o.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
@@ -70,4 +70,13 @@ def create_optimizer(config, params) -> optax.GradientTransformation:
   tx = optax.chain(*parts)
   labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen',
                                   trainable_mask(params, config.model.freeze_at))
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  if config.get('grad_accum_steps', 1) > 1:
+    # Average k micro-batch gradients, update once: the schedule counts updates.
+    tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
+  return tx
+
+
+def effective_batch_size(config) -> int:
+  """Images per optimizer update: `batch_size` x `grad_accum_steps`."""
+  return config.batch_size * config.get('grad_accum_steps', 1)

@@ -75,22 +75,26 @@ def load_for_inference(config, *, workdir: Optional[str] = None, step: Optional[
   raise errors.UserError('give a training workdir or a params checkpoint')
 
 
-def merge_init_checkpoint(state, path: str):
+def merge_init_checkpoint(state, path: str, skip_mismatched: bool = False):
   """Copy every tensor of an init checkpoint into the matching place of a train state.
 
   Tensors the model has but the file lacks keep their fresh init (e.g. the FCOS head when
   starting from an ImageNet backbone); a tensor in the file that the model lacks, or of another
-  shape, is an error naming it.
+  shape, is an error naming it, unless `skip_mismatched` (fine-tuning on other classes): then
+  those keep their fresh init too, and are listed in the log.
   """
   loaded = checkpoints.load_params(path)
   counts = {}
   new = {}
+  skipped = []
   for collection in ('params', 'batch_stats'):
     target = getattr(state, collection)
     flat_target = flat_by_path(target)
     flat_src = flat_by_path(loaded.get(collection, {}))
     unknown = sorted(set(flat_src) - set(flat_target))
-    if unknown:
+    if unknown and skip_mismatched:
+      skipped += [f'{collection}{k} (not in the model)' for k in unknown]
+    elif unknown:
       raise errors.CheckpointError(f'{path}: {collection} {unknown[:5]} (and '
                                    f'{max(len(unknown) - 5, 0)} '
                        'more) do not exist in the model')
@@ -100,13 +104,21 @@ def merge_init_checkpoint(state, path: str):
       if key not in flat_src:
         return x
       src = np.asarray(flat_src[key])
+      if src.shape != x.shape and skip_mismatched:
+        skipped.append(f'{collection}{key} ({src.shape} in the file, {x.shape} here)')
+        return x
       if src.shape != x.shape:
         raise errors.CheckpointError(f'{path}: {collection}{key} has shape {src.shape}, the '
                                      'model needs '
                          f'{x.shape}')
       return jax.device_put(jnp.asarray(src, x.dtype), x.sharding)
     new[collection] = jax.tree_util.tree_map_with_path(pick, target)
-    counts[collection] = (len(flat_src), len(flat_target))
+    taken = sum(1 for k, v in flat_target.items()
+                if k in flat_src and np.shape(flat_src[k]) == tuple(v.shape))
+    counts[collection] = (taken, len(flat_target))
   logging.info('initialized from %s: params %d of %d tensors, batch_stats %d of %d', path,
                *counts['params'], *counts['batch_stats'])
+  if skipped:
+    logging.warning('init_skip_mismatched: %d tensor(s) of %s keep their fresh init: %s',
+                    len(skipped), path, '; '.join(skipped))
   return state.replace(params=new['params'], batch_stats=new['batch_stats'])

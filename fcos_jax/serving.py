@@ -82,6 +82,15 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
     with open(os.path.join(out_dir, name), 'wb') as f:
       f.write(exported.serialize())
     files.append({'file': name, 'height': h, 'width': w})
+  metadata = export_metadata(config, categories, files)
+  with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
+    json.dump(metadata, f, indent=1)
+  return metadata
+
+
+def export_metadata(config, categories, files: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """What a consumer needs beside the programs: shapes, preprocessing, class names and ids."""
+  d = config.data
   class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
   names = dict(zip(categories.ids, categories.names))
   metadata = {
@@ -103,14 +112,33 @@ def export_detector(config, model, variables, out_dir: str, categories) -> Dict[
         'evaluate.py runs torchvision-exact input (PIL decoding, floored sizes, float resize, '
         'each image padded to a multiple of 32); this export takes rounded sizes, uint8 pixels '
         'and the bucket shapes, so its detections are close to but not torchvision\'s')
-  with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
-    json.dump(metadata, f, indent=1)
   return metadata
 
 
 class Detector:
   """Runs an export directory: `Detector(dir)(images, image_sizes)` on preprocessed batches, or
   `Detector(dir).detect(image)` on one original uint8 RGB image."""
+
+  @classmethod
+  def from_model(cls, config, model, variables, categories) -> 'Detector':
+    """The same interface over an in-process model (a training workdir or params checkpoint),
+    with the export's preprocessing and outputs."""
+    predict = jax.jit(inference.make_predict_fn(config, model))
+
+    class _Program:
+      def call(self, variables, images, image_sizes):
+        det = predict(variables, images, image_sizes)
+        return {k: getattr(det, k) for k in OUTPUT_KEYS}
+
+    self = cls.__new__(cls)
+    shapes = sizes.eval_shapes(config.data)
+    self.metadata = export_metadata(config, categories,
+                                    [{'file': None, 'height': h, 'width': w} for h, w in shapes])
+    self.variables = variables
+    self.models = {shape: _Program() for shape in shapes}
+    self.class_names = self.metadata['class_names']
+    self.category_ids = self.metadata['category_ids']
+    return self
 
   def __init__(self, export_dir: str):
     if not os.path.isdir(export_dir):
@@ -162,17 +190,37 @@ class Detector:
   def detect(self, image: np.ndarray) -> List[Dict[str, Any]]:
     """Detections of one original image, in its pixels: [{'bbox': [x0, y0, x1, y1], 'score',
     'label', 'class_name', 'category_id'}], best first."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-      raise ValueError(f'expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}')
-    padded, (nh, nw) = self.preprocess(image)
-    out = self(padded[None], np.array([[nh, nw]], np.int32))
-    sx, sy = image.shape[1] / nw, image.shape[0] / nh
+    return self.detect_many([image])[0]
+
+  def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8
+                  ) -> List[List[Dict[str, Any]]]:
+    """`detect` of each image, run in batches of up to `batch_size` images of one shape."""
+    for image in images:
+      if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f'expected uint8 RGB images [H, W, 3], got {image.dtype} '
+                         f'{image.shape}')
+    prepared = [self.preprocess(image) for image in images]
+    by_shape: Dict[Tuple[int, int], List[int]] = {}
+    for i, (padded, _) in enumerate(prepared):
+      by_shape.setdefault(padded.shape[:2], []).append(i)
+    results: List[List[Dict[str, Any]]] = [[] for _ in images]
+    for indices in by_shape.values():
+      for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        out = self(np.stack([prepared[i][0] for i in chunk]),
+                   np.array([prepared[i][1] for i in chunk], np.int32))
+        for row, i in enumerate(chunk):
+          results[i] = self._to_original(out, row, images[i].shape[:2], prepared[i][1])
+    return results
+
+  def _to_original(self, out, row: int, hw, resized_hw) -> List[Dict[str, Any]]:
+    sx, sy = hw[1] / resized_hw[1], hw[0] / resized_hw[0]
     dets = []
-    for k in range(int(out['num_valid'][0])):
-      x0, y0, x1, y1 = (float(v) for v in out['boxes'][0, k])
-      label = int(out['classes'][0, k])
+    for k in range(int(out['num_valid'][row])):
+      x0, y0, x1, y1 = (float(v) for v in out['boxes'][row, k])
+      label = int(out['classes'][row, k])
       dets.append({'bbox': [x0 * sx, y0 * sy, x1 * sx, y1 * sy],
-                   'score': float(out['scores'][0, k]), 'label': label,
+                   'score': float(out['scores'][row, k]), 'label': label,
                    'class_name': self.class_names[label],
                    'category_id': self.category_ids[label]})
     return dets

@@ -79,6 +79,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if config.batch_size % jax.device_count():
     raise errors.ConfigError(f'config.batch_size = {config.batch_size}: must be a multiple of '
                              f'the {jax.device_count()} devices')
+  if (config.model.backbone_norm == 'frozen_bn' and not config.init_checkpoint and
+      not config.get('train_from_scratch', False) and not checkpoints.saved_steps(workdir)):
+    raise errors.ConfigError(
+        'config.init_checkpoint is empty but the frozen-BN backbone needs pretrained weights: '
+        'make them with `python -m fcos_jax.tools.import_torchvision --download resnet50 --out '
+        'weights/r50` and pass --config.init_checkpoint=weights/r50 (or '
+        '--config.train_from_scratch=True to train from random weights anyway)')
   prepare_synthetic_data(config)
   label_map = categories.training_label_map(config.model,
                                             input_pipeline.dataset_categories(config.data))
@@ -107,7 +114,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if restored is not None:
     state = restored
   elif config.init_checkpoint:
-    state = restore.merge_init_checkpoint(state, config.init_checkpoint)
+    state = restore.merge_init_checkpoint(
+        state, config.init_checkpoint,
+        skip_mismatched=config.get('init_skip_mismatched', False))
   start_step = int(state.step)
   if start_step:
     logging.info('resuming at step %d', start_step)
@@ -115,7 +124,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   step_fn = train_step.make_train_step(config, model, tx, mesh)
   sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard')) if is_main else None
-  schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size)
+  schedule = optim.learning_rate_schedule(config.optimizer, optim.effective_batch_size(config))
+  accum = config.get('grad_accum_steps', 1)
+  run_start, run_start_step = time.perf_counter(), start_step
   compiled: Dict[tuple, Any] = {}
   pending, truncated = [], 0
   last_log_time, last_log_step = time.perf_counter(), start_step
@@ -163,12 +174,18 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         values = jax.device_get(pending)
         scalars = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
         elapsed = time.perf_counter() - last_log_time
-        scalars.update(learning_rate=float(schedule(step - 1)),
+        scalars.update(learning_rate=float(schedule((step - 1) // accum)),
                        images_per_second=(step - last_log_step) * config.batch_size / elapsed,
                        step_seconds=elapsed / (step - last_log_step),
                        truncated_boxes=float(truncated))
         if is_main:
           _log_scalars(writer, step, scalars)
+          rate = (step - run_start_step) / (time.perf_counter() - run_start)
+          left = (config.num_train_steps - step) / rate
+          logging.info('progress: step %d of %d (%.0f%%), %.2f steps/s, ETA %s', step,
+                       config.num_train_steps, 100 * step / config.num_train_steps, rate,
+                       time.strftime('%H:%M:%S', time.gmtime(left)) if left < 86400
+                       else f'{left / 86400:.1f} days')
         pending, truncated = [], 0
         last_log_time, last_log_step = time.perf_counter(), step
       if step % config.checkpoint_every == 0:
@@ -201,7 +218,18 @@ def params_checksum(params) -> float:
 
 def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str, Any]:
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}')
+  num_pictures = config.get('eval_pictures', 0)
+  metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}',
+                                class_prob=bool(num_pictures))
+  if num_pictures and writer is not None and 'ground_truth' in metrics:
+    from fcos_jax.analysis import error_analysis
+    with writer.as_default():
+      for image_id, picture in error_analysis.pictures(
+          config, metrics.pop('ground_truth'), metrics.pop('results'),
+          num_images=num_pictures):
+        tf.summary.image(f'eval/detections/image_{image_id}', np.asarray(picture)[None],
+                         step=step)
+    writer.flush()
   if jax.process_index() == 0 and 'AP' in metrics:
     logging.info('evaluation at step %d: %d images, AP %.4f, AP50 %.4f, AP75 %.4f; inference '
                  '%.1f images/s', step, metrics['num_images'], metrics['AP'], metrics['AP50'],

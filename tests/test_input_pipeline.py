@@ -142,6 +142,18 @@ def test_eval_covers_every_image_once_with_a_padded_last_batch(shapes_tfds, shap
   assert padded > 0  # 11 images in batches of 4: some batches are padded, none dropped
 
 
+def test_images_without_boxes_can_be_kept_as_negatives(edge_tfds):
+  name, data_dir, _ = edge_tfds
+  c = data_config(name, data_dir, max_boxes=5, random_flip=False, min_sizes=(64,),
+                  max_size=96, size_divisibility=32, keep_empty_images=True)
+  seen = collections.defaultdict(list)
+  for b in take(ip.create_train_dataset(c, 2, seed=0), 12):
+    for k in range(2):
+      seen[int(b['image_id'][k])].append(int(b['box_valid'][k].sum()))
+  assert set(seen) == {1, 2, 3, 4, 5}  # 2 (no boxes) and 5 (only a crowd box) now train
+  assert set(seen[2]) == set(seen[5]) == {0}
+
+
 def test_eval_batches_can_carry_their_ground_truth(edge_tfds):
   """with_boxes: non-crowd boxes in resized pixels, largest max_boxes kept, the cut counted;
   the default eval batches stay as they were."""

@@ -58,3 +58,33 @@ def test_params_checkpoint_and_the_choice_between_sources(saved_run, tmp_path):
     restore.load_for_inference(config, params=path)
   with pytest.raises(errors.UserError, match='workdir or a params checkpoint'):
     restore.load_for_inference(config)
+
+
+def test_fine_tuning_on_other_classes_takes_every_tensor_that_fits(tmp_path):
+  """A 91-way torchvision-layout detector as init checkpoint of a 5-class model: with
+  init_skip_mismatched everything but the class head comes from the file; without, the first
+  mismatched tensor is named."""
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  from fcos_jax.models import fcos
+  config = tiny_config.get_config()
+  source = tiny_config.get_config().model
+  source.num_classes = 91
+  model = fcos.create_model(source)
+  variables = jax.jit(model.init)(jax.random.key(5), jnp.zeros((1, 64, 64, 3)))
+  variables = jax.tree_util.tree_map(lambda x: x + 0.25, variables)
+  path = str(tmp_path / 'detector91')
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, jax.device_get(variables))
+  _, _, state = train_step.build_training(config, train_step.make_mesh(jax.devices()[:1]))
+  with pytest.raises(errors.CheckpointError, match='cls_logits'):
+    restore.merge_init_checkpoint(state, path)
+  merged = restore.merge_init_checkpoint(state, path, skip_mismatched=True)
+  src = restore.flat_by_path(jax.device_get(variables['params']))
+  got = restore.flat_by_path(jax.device_get(merged.params))
+  fresh = restore.flat_by_path(jax.device_get(state.params))
+  from_file = {k for k in got if np.array_equal(got[k], src[k])}
+  assert set(got) - from_file == {"['head']['cls_logits']['kernel']",
+                                  "['head']['cls_logits']['bias']"}
+  for k in set(got) - from_file:
+    np.testing.assert_array_equal(got[k], fresh[k])

@@ -97,3 +97,52 @@ def test_predict_writes_pictures_and_json(exported, tmp_path):
   with open(tmp_path / 'pred' / 'detections.json') as f:
     dets = json.load(f)[str(image_path)]
   assert dets and all(0 <= d['bbox'][0] <= d['bbox'][2] <= 72 for d in dets)
+
+
+def test_predict_a_folder_with_a_params_checkpoint_and_score_its_results(shapes_coco,
+                                                                          shapes_tfds, tmp_path):
+  """predict.py on a COCO image folder with an in-process model: batched detections equal
+  one-by-one ones, and results.json (image ids from the annotations) is scored by evaluate.py."""
+  import orbax.checkpoint as ocp
+  config = tiny_config.get_config()
+  model = fcos.create_model(config.model)
+  variables = jax.jit(model.init)(jax.random.key(2), jnp.zeros((1, 64, 96, 3)))
+  params = str(tmp_path / 'params')
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(params, jax.device_get(variables))
+  ann = f'{shapes_coco}/annotations/validation.json'
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  common = [f'--config={ROOT}/tests/tiny_config.py', '--config.postprocess.score_threshold=0',
+            f'--config.data.dataset={shapes_tfds[0]}', f'--config.data.data_dir={shapes_tfds[1]}',
+            '--config.data.synthetic=False']
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'predict.py'), *common, f'--params={params}',
+       f'--image={shapes_coco}/images/validation', f'--out={tmp_path / "pred"}',
+       f'--annotations={ann}', '--batch_size=4', '--draw_scale=1'],
+      capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(ann) as f:
+    coco = json.load(f)
+  with open(tmp_path / 'pred' / 'results.json') as f:
+    results = json.load(f)
+  assert {r['image_id'] for r in results} == {im['id'] for im in coco['images']}
+  assert len(os.listdir(tmp_path / 'pred')) == len(coco['images']) + 2
+  # Batched equals one at a time, through the same Detector interface.
+  from fcos_jax.data.categories import Categories
+  config.postprocess.score_threshold = 0.0
+  detector = serving.Detector.from_model(config, model, variables,
+                                         Categories((1, 2, 3, 4, 5), tuple('abcde')))
+  from PIL import Image as PILImage
+  images = [np.asarray(PILImage.open(f'{shapes_coco}/images/validation/{im["file_name"]}')
+                       .convert('RGB')) for im in coco['images'][:5]]
+  many = detector.detect_many(images, batch_size=4)
+  for image, dets in zip(images, many):
+    one = detector.detect(image)
+    assert len(one) == len(dets) > 0
+    np.testing.assert_allclose([d['bbox'] for d in one], [d['bbox'] for d in dets], atol=1e-3)
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'evaluate.py'), *common,
+       f'--detections={tmp_path / "pred" / "results.json"}', f'--annotations={ann}'],
+      capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'AP ' in result.stdout

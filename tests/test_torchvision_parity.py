@@ -224,3 +224,54 @@ def test_imagenet_backbone_initializes_training(tmp_path):
                                 sd['bn1.running_var'].numpy())
   np.testing.assert_array_equal(merged.params['head']['cls_logits']['kernel'],
                                 state.params['head']['cls_logits']['kernel'])
+
+
+def test_download_table_is_torchvisions_and_fetch_checks_the_hash(tmp_path):
+  """--download names map to the URLs of torchvision's weight enums; a file:// mirror is fetched,
+  hash-checked and cached; a pre-filled cache needs no network; a bad hash is refused."""
+  import hashlib
+  import torchvision.models as tvm
+  from torchvision.models import detection
+  enums = {'resnet18': tvm.ResNet18_Weights.IMAGENET1K_V1,
+           'resnet34': tvm.ResNet34_Weights.IMAGENET1K_V1,
+           'resnet50': tvm.ResNet50_Weights.IMAGENET1K_V1,
+           'resnet50_v2': tvm.ResNet50_Weights.IMAGENET1K_V2,
+           'resnet101': tvm.ResNet101_Weights.IMAGENET1K_V1,
+           'fcos_resnet50_fpn': detection.FCOS_ResNet50_FPN_Weights.COCO_V1}
+  assert {k: import_torchvision.BASE_URL + v
+          for k, v in import_torchvision.TORCHVISION_WEIGHTS.items()} == \
+      {k: e.url for k, e in enums.items()}
+  # A mirror holding a file under the expected name whose sha256 does not match.
+  mirror = tmp_path / 'mirror'
+  mirror.mkdir()
+  name = import_torchvision.TORCHVISION_WEIGHTS['resnet18']
+  (mirror / name).write_bytes(b'not the weights')
+  cache = tmp_path / 'cache'
+  with pytest.raises(import_torchvision.WeightImportError, match='sha256'):
+    import_torchvision.fetch('resnet18', str(cache), f'file://{mirror}')
+  assert not (cache / name).exists()
+  # With the real hash prefix (patched to this file's), it is fetched and cached.
+  data = b'stand-in weights'
+  (mirror / name).write_bytes(data)
+  prefix = hashlib.sha256(data).hexdigest()[:8]
+  table = dict(import_torchvision.TORCHVISION_WEIGHTS, resnet18=f'resnet18-{prefix}.pth')
+  (mirror / f'resnet18-{prefix}.pth').write_bytes(data)
+  orig = import_torchvision.TORCHVISION_WEIGHTS
+  import_torchvision.TORCHVISION_WEIGHTS = table
+  try:
+    path = import_torchvision.fetch('resnet18', str(cache), f'file://{mirror}')
+    assert open(path, 'rb').read() == data
+    # From the cache, with no reachable mirror.
+    assert import_torchvision.fetch('resnet18', str(cache), 'file:///nonexistent') == path
+  finally:
+    import_torchvision.TORCHVISION_WEIGHTS = orig
+  with pytest.raises(import_torchvision.WeightImportError, match='known weights'):
+    import_torchvision.fetch('resnet9', str(cache))
+
+
+def test_coco_names_are_torchvisions():
+  from torchvision.models.detection import FCOS_ResNet50_FPN_Weights
+  from fcos_jax.data import categories
+  tv = FCOS_ResNet50_FPN_Weights.COCO_V1.meta['categories']  # 91 slots by category id
+  cats = categories.coco()
+  assert [tv[i] for i in cats.ids] == list(cats.names)

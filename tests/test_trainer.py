@@ -90,6 +90,19 @@ def test_final_evaluation_reports_ap(reference_run):
     assert os.path.exists(os.path.join(workdir, name))
 
 
+def test_progress_and_eval_pictures_are_logged(reference_run):
+  import glob
+  import tensorflow as tf
+  workdir, log, _ = reference_run
+  assert re.search(r'progress: step 12 of 12 \(100%\), [0-9.]+ steps/s, ETA 00:00:00', log)
+  tags = set()
+  for path in glob.glob(os.path.join(workdir, 'tensorboard', '*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  pictures = [t for t in tags if t.startswith('eval/detections/')]
+  assert len(pictures) == 4, sorted(tags)
+
+
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, tmp_path):
   workdir = str(tmp_path / 'killed')
   proc, log = start_and_wait(workdir, data_dir, r'step 6: ')

@@ -72,6 +72,14 @@ def test_train_config_mistakes_stop_before_anything_is_written(tmp_path, overrid
   assert not (tmp_path / 'w').exists()
 
 
+def test_frozen_bn_backbone_without_weights_refuses_to_start(tmp_path):
+  out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}',
+            '--config.model.backbone_norm=frozen_bn')
+  assert_one_line_error(out, 'config.init_checkpoint', 'import_torchvision --download resnet50',
+                        'train_from_scratch')
+  assert not (tmp_path / 'w').exists()
+
+
 def test_train_missing_config_file_and_dataset(tmp_path):
   out = run('train.py', f'--config={tmp_path}/nope.py', f'--workdir={tmp_path / "w"}')
   assert_one_line_error(out, 'nope.py')
@@ -291,6 +299,29 @@ def test_predict_skips_bad_images_and_keeps_same_names_apart(export_dir, tmp_pat
   for sub, value in (('x', 100), ('y', 200)):
     with Image.open(tmp_path / 'out' / sub / 'same.png') as im:
       assert np.median(np.asarray(im)) == value  # each input has its own picture
+
+
+def test_predict_draws_a_video(export_dir, tmp_path):
+  """A video input: every frame detected (keyed path#frame) and drawn into an .mp4 of the same
+  frame count and size; a corrupt video is skipped like a bad image."""
+  import av
+  from fcos_jax import video_io
+  video = tmp_path / 'clip.mp4'
+  writer = video_io.VideoWriter(str(video), 5)
+  for i in range(7):
+    writer.write(np.full((48, 64, 3), 30 * i, np.uint8))
+  writer.close()
+  (tmp_path / 'broken.mp4').write_bytes(b'no video here')
+  out = run('predict.py', f'--export={export_dir}', f'--out={tmp_path / "out"}',
+            f'--image={video}', f'--image={tmp_path / "broken.mp4"}', '--draw_scale=1',
+            '--batch_size=4')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'skipped' in out.stdout and 'broken.mp4' in out.stdout
+  with open(tmp_path / 'out' / 'detections.json') as f:
+    assert sorted(json.load(f)) == sorted(f'{video}#{i}' for i in range(7))
+  with av.open(str(tmp_path / 'out' / 'clip.mp4')) as container:
+    frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
+  assert len(frames) == 7 and frames[0].shape == (48, 64, 3)
 
 
 def test_predict_export_mistakes(export_dir, tmp_path):

@@ -18,15 +18,28 @@ CONFUSION_MIN_SCORE = 0.5
 def draw_pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], out_dir: str,
                   *, split: Optional[str] = None, num_images: int = 6,
                   min_score: float = CONFUSION_MIN_SCORE) -> list:
-  """The first `num_images` images of the split with their detections (score >= min_score) and
-  ground truth (white) drawn; returns the files written."""
+  """`pictures` written as PNGs into out_dir; returns the files written."""
+  files = []
+  for image_id, picture in pictures(config, gt, results, split=split, num_images=num_images,
+                                    min_score=min_score):
+    path = os.path.join(out_dir, f'detections_{image_id}.png')
+    picture.save(path)
+    files.append(path)
+  return files
+
+
+def pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], *,
+             split: Optional[str] = None, num_images: int = 6,
+             min_score: float = CONFUSION_MIN_SCORE) -> list:
+  """[(image id, PIL image)] of the first `num_images` images of the split with their
+  detections (score >= min_score) and ground truth (white) drawn."""
   from fcos_jax import visualize
   from fcos_jax.data import input_pipeline
   builder = input_pipeline.get_builder(config.data)
   ds = builder.as_dataset(split=split or config.data.eval_split, shuffle_files=False)
   names = {c['id']: c['name'] for c in gt['categories']}
   labels = {c['id']: i for i, c in enumerate(gt['categories'])}
-  files = []
+  out = []
   for ex in ds.take(num_images).as_numpy_iterator():
     image_id = int(ex['image/id'])
     dets = [{'bbox': [r['bbox'][0], r['bbox'][1], r['bbox'][0] + r['bbox'][2],
@@ -38,10 +51,9 @@ def draw_pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]],
              if a['image_id'] == image_id]
     image = ex['image']
     scale = max(1, -(-384 // max(image.shape[:2])))
-    path = os.path.join(out_dir, f'detections_{image_id}.png')
-    visualize.draw_detections(image, dets, scale=scale, ground_truth=boxes).save(path)
-    files.append(path)
-  return files
+    out.append((image_id, visualize.draw_detections(image, dets, scale=scale,
+                                                    ground_truth=boxes)))
+  return out
 
 
 def analyze(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], out_dir: str, *,

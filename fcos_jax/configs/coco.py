@@ -77,6 +77,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   d.torchvision_exact = False
   d.max_boxes = 100
   d.random_flip = True
+  d.keep_empty_images = False    # train on images without (non-crowd) boxes as negatives
   d.shuffle_buffer = 1000
   # The built-in synthetic dataset (configs/shapes.py): generated and converted when missing.
   d.synthetic = False
@@ -110,16 +111,27 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 16               # global, over all devices of all processes
+  # Gradients of this many steps are averaged into one update (optax.MultiSteps): a batch of 16
+  # on devices that fit 2 is batch_size=2, grad_accum_steps=8. The lr scales with the product;
+  # num_train_steps counts steps (batches), the schedule counts updates.
+  config.grad_accum_steps = 1
   config.num_train_steps = 90000
   # An orbax params checkpoint to start from (e.g. ImageNet ResNet-50 from
   # `python -m fcos_jax.tools.import_torchvision`); '' = train from scratch.
   config.init_checkpoint = ''
+  # Fill what fits from init_checkpoint and keep the fresh init of tensors of another shape
+  # (e.g. the class head when fine-tuning a COCO detector on other classes), listing them.
+  config.init_skip_mismatched = False
+  # A frozen-BN backbone needs pretrained weights; True trains it from scratch anyway (its
+  # batch norm is then the identity).
+  config.train_from_scratch = False
   config.log_every = 20
   config.checkpoint_every = 2500
   config.keep_checkpoints = 3
   config.eval_every = 0                # 0 = evaluate only at the end
   config.eval_at_end = True
   config.eval_batch_size = 8           # per process
+  config.eval_pictures = 4             # validation images drawn to TensorBoard at each evaluation
   config.data = get_data_config()
   config.model = get_model_config()
   config.loss = get_loss_config()

@@ -25,6 +25,8 @@ def validate(config) -> None:
               'eval_batch_size', 'data.max_boxes', 'data.max_size', 'data.eval_min_size',
               'data.size_divisibility', 'model.num_classes', 'data.shuffle_buffer'):
     _positive_int(config, key)
+  if 'grad_accum_steps' in config:
+    _positive_int(config, 'grad_accum_steps')
   for key in ('num_train_steps', 'eval_every', 'seed'):
     _positive_int(config, key, allow_zero=True)
   d, m, o = config.data, config.model, config.optimizer

@@ -361,7 +361,11 @@ def _define_flags():
   flags.DEFINE_bool('overwrite', False, 'Replace an earlier conversion of the same name.')
 
 
-if __name__ == '__main__':
+def run():
   from fcos_jax import cli
   _define_flags()
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -51,9 +51,16 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def dataset_categories(data_config) -> categories_lib.Categories:
-  """The categories (label -> COCO category id and name) of the config's dataset."""
-  return categories_lib.from_builder(get_builder(data_config))
+def dataset_categories(data_config, coco_fallback: bool = False) -> categories_lib.Categories:
+  """The categories (label -> COCO category id and name) of the config's dataset; with
+  `coco_fallback`, COCO's built-in list when a `coco/...` dataset is not prepared here (to run
+  or export a COCO detector without the data)."""
+  try:
+    return categories_lib.from_builder(get_builder(data_config))
+  except DatasetNotPreparedError:
+    if coco_fallback and data_config.dataset.startswith('coco'):
+      return categories_lib.coco()
+    raise
 
 
 def process_split(split: str, process_index: int, process_count: int):
@@ -151,8 +158,9 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
     stats = scan_buckets(builder, data_config, data_config.train_split)
     bucket_weights = stats['bucket_fractions']
     logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
-                 'are skipped in training', np.round(bucket_weights, 3), stats['scanned'],
-                 stats['without_boxes'])
+                 '%s in training', np.round(bucket_weights, 3), stats['scanned'],
+                 stats['without_boxes'],
+                 'are kept' if data_config.get('keep_empty_images', False) else 'are skipped')
   split = process_split(data_config.train_split, process_index, process_count)
   streams, weights = [], []
   for b, shape in enumerate(shapes):
@@ -160,8 +168,9 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
       continue
     ds = _read(builder, split, shuffle_seed=seed + 1000 * process_index)
     ds = ds.map(_with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
+    keep_empty = data_config.get('keep_empty_images', False)
     ds = ds.filter(lambda ex, b=b: (ex['_bucket'] == b) &
-                   tf.reduce_any(~ex['objects']['is_crowd']))
+                   (keep_empty or tf.reduce_any(~ex['objects']['is_crowd'])))
     # Shuffle, then repeat: epochs stay whole, each reshuffled (deterministically from the seed).
     ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + 7919 * process_index + b,
                     reshuffle_each_iteration=True).repeat()

@@ -46,5 +46,9 @@ def main(argv):
   print(f'wrote {png} and assigner_stats.json')
 
 
-if __name__ == '__main__':
+def run():
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -21,12 +21,64 @@ import numpy as np
 from fcos_jax import errors
 from fcos_jax.models import torchvision_names
 
+# torchvision's weight files (the URLs of its weight enums; the 8 hex digits are the start of
+# the file's sha256, which `fetch` checks as torch.hub does). tests/ checks them against the enums.
+BASE_URL = 'https://download.pytorch.org/models/'
+TORCHVISION_WEIGHTS = {
+    'resnet18': 'resnet18-f37072fd.pth',             # ResNet18_Weights.IMAGENET1K_V1
+    'resnet34': 'resnet34-b627a593.pth',             # ResNet34_Weights.IMAGENET1K_V1
+    'resnet50': 'resnet50-0676ba61.pth',             # ResNet50_Weights.IMAGENET1K_V1 (FCOS's)
+    'resnet50_v2': 'resnet50-11ad3fa6.pth',          # ResNet50_Weights.IMAGENET1K_V2
+    'resnet101': 'resnet101-63fe2227.pth',           # ResNet101_Weights.IMAGENET1K_V1
+    'fcos_resnet50_fpn': 'fcos_resnet50_fpn_coco-99b0c9b7.pth',  # FCOS_..._Weights.COCO_V1
+}
+DEFAULT_CACHE = os.path.join('~', '.cache', 'fcos_jax', 'weights')
+
 IGNORED_SUFFIXES = ('num_batches_tracked',)   # BatchNorm2d's counter: not a weight
 RESNET_CLASSIFIER = ('fc.weight', 'fc.bias')  # ImageNet head: not part of a detection backbone
 
 
 class WeightImportError(errors.DataError):
   """A weights file that cannot be read or does not fit the model."""
+
+
+def _sha256_prefix_ok(path: str, prefix: str) -> bool:
+  import hashlib
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest().startswith(prefix)
+
+
+def fetch(name: str, cache_dir: str = DEFAULT_CACHE, base_url: str = BASE_URL) -> str:
+  """Local path of torchvision weights `name` (a key of TORCHVISION_WEIGHTS): from the cache,
+  else downloaded from `base_url`, hash-checked, then cached."""
+  import re
+  import shutil
+  import urllib.request
+  if name not in TORCHVISION_WEIGHTS:
+    raise WeightImportError(f'--download {name!r}: known weights are '
+                            f'{", ".join(sorted(TORCHVISION_WEIGHTS))}')
+  filename = TORCHVISION_WEIGHTS[name]
+  prefix = re.search(r'-([0-9a-f]{8})\.', filename).group(1)
+  cache_dir = os.path.expanduser(cache_dir)
+  path = os.path.join(cache_dir, filename)
+  if os.path.exists(path) and _sha256_prefix_ok(path, prefix):
+    return path
+  os.makedirs(cache_dir, exist_ok=True)
+  url = base_url.rstrip('/') + '/' + filename
+  partial = f'{path}.partial'
+  try:
+    with urllib.request.urlopen(url) as response, open(partial, 'wb') as f:
+      shutil.copyfileobj(response, f)
+  except OSError as e:
+    raise WeightImportError(f'{url}: cannot be downloaded ({e})') from None
+  if not _sha256_prefix_ok(partial, prefix):
+    os.remove(partial)
+    raise WeightImportError(f'{url}: sha256 does not start with {prefix}: a damaged download')
+  os.replace(partial, path)
+  return path
 
 
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
@@ -157,16 +209,39 @@ def import_weights(weights: str, out: str, model_config=None) -> Tuple[str, int]
 
 def main(argv):
   from absl import flags
+  from fcos_jax import cli
+  f = flags.FLAGS
   if len(argv) > 1:
     raise WeightImportError(f'unexpected arguments: {argv[1:]}')
-  kind, n = import_weights(flags.FLAGS.weights, flags.FLAGS.out)
-  print(f'imported a torchvision {kind} state dict ({n} tensors) into {flags.FLAGS.out}')
+  if bool(f.weights) == bool(f.download):
+    raise WeightImportError('give --weights FILE or --download NAME (one of '
+                            f'{", ".join(sorted(TORCHVISION_WEIGHTS))})')
+  weights = f.weights or fetch(f.download, f.cache_dir, f.base_url)
+  model_config = cli.get_config(flags.FLAGS['config']).model if f.config else None
+  kind, n = import_weights(weights, f.out, model_config)
+  print(f'imported a torchvision {kind} state dict ({n} tensors) from {weights} into {f.out}')
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  flags.DEFINE_string('weights', None, 'torchvision .pth or .safetensors file.')
+  flags.DEFINE_string('download', None, 'Fetch torchvision weights by name instead: '
+                      + ', '.join(sorted(TORCHVISION_WEIGHTS)) + '.')
+  flags.DEFINE_string('cache_dir', DEFAULT_CACHE, 'Where --download keeps the files.')
+  flags.DEFINE_string('base_url', BASE_URL, 'Where --download fetches from (a mirror, file://).')
+  flags.DEFINE_string('out', None, 'Output directory (orbax checkpoint); must not exist.',
+                      required=True)
+  config_flags.DEFINE_config_file('config', None, 'The config whose model the weights are for '
+                                  '(default: configs/coco_torchvision.py for a detector, '
+                                  'configs/coco.py for a backbone).', lock_config=True)
+
+
+def run():
+  from fcos_jax import cli
+  _define_flags()
+  cli.run(main)
 
 
 if __name__ == '__main__':
-  from absl import flags
-  from fcos_jax import cli
-  flags.DEFINE_string('weights', None, 'torchvision .pth or .safetensors file.', required=True)
-  flags.DEFINE_string('out', None, 'Output directory (orbax checkpoint); must not exist.',
-                      required=True)
-  cli.run(main)
+  run()
