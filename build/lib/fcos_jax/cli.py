@@ -1,0 +1,163 @@
+"""Command-line plumbing shared by the programs: the one-line error rule, flag groups and what
+they switch on.
+
+Each program defines the groups it needs at import time (absl flags are process-global), calls
+the matching functions from its `main`, and starts with `cli.run(main)`: a user mistake (a
+`UserError`, a bad flag or config override) ends as one line `error: ...` on stderr and exit
+code 1; `--verbose` (or FCOS_JAX_VERBOSE=1) shows the traceback instead.
+"""
+
+import os
+import re
+import sys
+from typing import Callable, NoReturn
+
+from absl import app, flags
+
+from fcos_jax import errors
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool('verbose', False,
+                  'Show the full traceback of an error (also: FCOS_JAX_VERBOSE=1).')
+
+
+def _verbose() -> bool:
+  return os.environ.get('FCOS_JAX_VERBOSE', '') not in ('', '0') or (
+      FLAGS.is_parsed() and FLAGS.verbose)
+
+
+def fail(message: str) -> NoReturn:
+  """The one line of a user error, and exit code 1."""
+  sys.stdout.flush()
+  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
+  os._exit(1) if _threads_may_hang() else sys.exit(1)
+
+
+def _threads_may_hang() -> bool:
+  # orbax/TF background threads can print "sys.meta_path is None" tracebacks while a normal
+  # interpreter shutdown runs after an error; nothing is left to flush once we report.
+  return 'orbax.checkpoint' in sys.modules
+
+
+def _unknown_config_key(e: Exception, argv) -> str:
+  """One line for ml_collections' error on an override of a key the config lacks."""
+  text = str(e)
+  hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+  words = re.findall(r'\w+', text)
+  key = hint.group(2) if hint else (words[0] if words else text)
+  flag = next((a.split('=')[0].lstrip('-') for a in argv[1:]
+               if a.startswith('--') and a.split('=')[0].endswith('.' + key)), key)
+  return (f'unknown config key {flag!r}' +
+          (f' (did you mean "{hint.group(1)}"?)' if hint else ''))
+
+
+def packaged_config(value: str) -> str:
+  """`--config coco` (a bare name) -> the path of the shipped fcos_jax/configs/coco.py, so the
+  installed programs work from any folder; anything else is left as given."""
+  name, sep, override = value.partition(':')  # ml_collections' `file.py:arg` form
+  if os.path.sep in name or name.endswith('.py') or os.path.exists(name):
+    return value
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', f'{name}.py')
+  return path + sep + override if os.path.exists(path) else value
+
+
+def parse_flags(argv):
+  """absl's parser, with bad flags and config overrides reported as one line."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      argv[i] = '--config=' + packaged_config(arg[len('--config='):])
+    elif arg == '--config' and i + 1 < len(argv):
+      argv[i + 1] = packaged_config(argv[i + 1])
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(f'{e} (see --helpshort)')
+  except (AttributeError, KeyError) as e:
+    if _verbose():
+      raise
+    fail(_unknown_config_key(e, argv))
+  except (OSError, SyntaxError, ImportError, TypeError, ValueError) as e:
+    if _verbose():
+      raise
+    fail(f'cannot read the command line: {type(e).__name__}: {e}')
+
+
+def run(main: Callable) -> None:
+  """`app.run(main)` with the one-line error rule."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      if _verbose():
+        raise
+      fail(str(e))
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+def get_config(holder):
+  """The config of a `config_flags` holder, loaded and validated (errors as `ConfigError`)."""
+  from fcos_jax.configs import validate
+  try:
+    config = holder.value
+    config.keys()  # ml_collections loads the file lazily: fail here, naming it
+  except OSError as e:
+    detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise errors.ConfigError(f'cannot load --{holder.name}: {detail[-1] if detail else e}') \
+        from None
+  validate.validate(config)
+  return config
+
+
+def define_distributed_flags() -> None:
+  """--coordinator_address / --num_processes / --process_id, or --jax_distributed."""
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0, for a multi-process run.')
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+  flags.DEFINE_bool('jax_distributed', False, 'Call jax.distributed.initialize() with no '
+                    'arguments (TPU pods, SLURM, ...).')
+
+
+def initialize_distributed() -> None:
+  """jax.distributed from the flags of `define_distributed_flags` (nothing for one process)."""
+  import jax
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               coordinator_bind_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  elif FLAGS.jax_distributed:
+    jax.distributed.initialize()
+
+
+def define_weights_flags() -> None:
+  """Where a model's weights come from: --workdir [--step] or --params."""
+  flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+  flags.DEFINE_string('params', None, "A params checkpoint instead of --workdir's (e.g. from "
+                      'python -m fcos_jax.tools.import_torchvision).')
+
+
+def load_weights(config):
+  """(model, variables, step) named by the flags of `define_weights_flags`."""
+  from absl import app
+  from fcos_jax import restore
+  if not (FLAGS.workdir or FLAGS.params):
+    raise app.UsageError('give --workdir (a training run) or --params (a params checkpoint)')
+  return restore.load_for_inference(config, workdir=FLAGS.workdir, step=FLAGS.step,
+                                    params=FLAGS.params)
+
+
+def quiet_library_logs() -> None:
+  """Keep orbax's, TF's and JAX's per-operation INFO lines out of the program's log."""
+  import logging as std_logging
+  from absl import logging
+
+  class _Filter(std_logging.Filter):
+    def filter(self, record):
+      noisy = ('/orbax/' in record.pathname or '/tensorflow' in record.pathname or
+               '/jax/' in record.pathname)
+      return record.levelno >= std_logging.WARNING or not noisy
+  logging.get_absl_handler().addFilter(_Filter())
+

@@ -1,0 +1,140 @@
+"""FCOS R50-FPN 1x on COCO with the official FCOS settings (tianzhi0549/FCOS, fcos_R_50_FPN_1x)."""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.num_classes = 80
+  # 'dataset': output k = dataset label k (0..K-1). 'category_id': output k = COCO category id k
+  # (torchvision's 91-way layout); labels are mapped to category ids for training.
+  m.label_space = 'dataset'
+  m.backbone_depth = 50          # 18, 34, 50, 101
+  m.backbone_width = 64          # base width of the ResNet (64 = torchvision's ResNets)
+  m.freeze_at = 2                # frozen: stem + layer1
+  m.backbone_norm = 'frozen_bn'  # or 'gn' (trainable GroupNorm, for training from scratch)
+  m.fpn_channels = 256
+  m.p6p7_source = 'p5'           # 'p5' or 'c5'
+  m.head_num_convs = 4
+  m.gn_groups = 32
+  m.gn_epsilon = 1e-5
+  m.prior_prob = 0.01
+  m.regression = 'exp'           # 'exp' (official) or 'relu' (improved / torchvision)
+  m.use_scale = True             # learnable per-level scale on the regression output
+  m.centerness_on_reg = False
+  m.dtype = 'float32'            # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Geometry shared by the target assigner and the postprocess.
+  m.strides = (8, 16, 32, 64, 128)
+  m.size_ranges = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
+  m.inclusive_ranges = True
+  m.center_sampling_radius = 0.0
+  m.norm_reg_targets = False
+  m.location_mode = 'half'       # 'half' (official) or 'torchvision'
+  return m
+
+
+def get_loss_config() -> ml_collections.ConfigDict:
+  loss = ml_collections.ConfigDict()
+  loss.focal_alpha = 0.25
+  loss.focal_gamma = 2.0
+  loss.box_loss = 'iou'          # 'iou' (-log IoU) or 'giou'
+  loss.iou_smooth = 1.0          # IoU = (I + smooth) / (U + smooth); 0 = torchvision's I / (U + eps)
+  loss.box_weighting = 'centerness'  # or 'uniform' (torchvision)
+  return loss
+
+
+def get_postprocess_config() -> ml_collections.ConfigDict:
+  p = ml_collections.ConfigDict()
+  p.score_threshold = 0.05
+  p.threshold_on_combined = False  # threshold the class probability (official) or the final score
+  p.pre_nms_top_n = 1000           # per level
+  p.nms_threshold = 0.6
+  p.max_detections = 100
+  p.sqrt_score = True              # final score sqrt(cls * centerness)
+  # Locations whose centre lies outside the unpadded image, and boxes clipped to zero area,
+  # never become candidates (else the padding's clipped boxes take places in the top 100).
+  p.drop_outside = True
+  return p
+
+
+def get_data_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.dataset = 'coco/2017'        # any TFDS dataset with the coco/2017 features
+  d.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default
+  d.train_split = 'train'
+  d.eval_split = 'validation'
+  d.min_sizes = (800,)           # shorter side for training; one drawn per image
+  d.max_size = 1333
+  d.eval_min_size = 800
+  d.size_divisibility = 128      # padded shapes are multiples of this (P7 stays exact)
+  d.aspect_buckets = True        # landscape + portrait bucket; False: one square shape
+  # Evaluation padding: 'bucket' (the fixed shapes above: at most two programs) or 'per_image'
+  # (each image to its next multiple of size_divisibility, batches grouped by exact shape: one
+  # program per shape that occurs).
+  d.eval_padding = 'bucket'
+  # Evaluation input exactly as torchvision's GeneralizedRCNNTransform: JPEGs decoded as PIL,
+  # sizes floored, float resize without 8-bit rounding (needs eval_padding='per_image', /32).
+  d.torchvision_exact = False
+  d.max_boxes = 100
+  d.random_flip = True
+  d.keep_empty_images = False    # train on images without (non-crowd) boxes as negatives
+  d.shuffle_buffer = 1000
+  # The built-in synthetic dataset (configs/shapes.py): generated and converted when missing.
+  d.synthetic = False
+  d.synthetic_train_images = 0
+  d.synthetic_eval_images = 0
+  d.synthetic_image_size = (128, 128)
+  # torchvision's ImageNet statistics, RGB in 0..255 (the ImageNet ResNet-50 weights expect them).
+  d.pixel_mean = (123.675, 116.28, 103.53)
+  d.pixel_std = (58.395, 57.12, 57.375)
+  return d
+
+
+def get_optimizer_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = 'sgd'                 # 'sgd' (momentum) or 'adamw'
+  o.base_lr = 0.01               # at base_batch_size; scaled linearly with config.batch_size
+  o.base_batch_size = 16
+  o.momentum = 0.9
+  o.weight_decay = 1e-4          # conv kernels only (no biases, no norm parameters)
+  o.bias_lr_factor = 2.0
+  o.warmup_steps = 500
+  o.warmup_factor = 1.0 / 3
+  o.warmup_method = 'constant'   # 'constant' (official FCOS) or 'linear'
+  o.decay_steps = (60000, 80000)
+  o.decay_factor = 0.1
+  o.grad_clip_norm = 0.0         # 0 = off
+  return o
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 16               # global, over all devices of all processes
+  # Gradients of this many steps are averaged into one update (optax.MultiSteps): a batch of 16
+  # on devices that fit 2 is batch_size=2, grad_accum_steps=8. The lr scales with the product;
+  # num_train_steps counts steps (batches), the schedule counts updates.
+  config.grad_accum_steps = 1
+  config.num_train_steps = 90000
+  # An orbax params checkpoint to start from (e.g. ImageNet ResNet-50 from
+  # `python -m fcos_jax.tools.import_torchvision`); '' = train from scratch.
+  config.init_checkpoint = ''
+  # Fill what fits from init_checkpoint and keep the fresh init of tensors of another shape
+  # (e.g. the class head when fine-tuning a COCO detector on other classes), listing them.
+  config.init_skip_mismatched = False
+  # A frozen-BN backbone needs pretrained weights; True trains it from scratch anyway (its
+  # batch norm is then the identity).
+  config.train_from_scratch = False
+  config.log_every = 20
+  config.checkpoint_every = 2500
+  config.keep_checkpoints = 3
+  config.eval_every = 0                # 0 = evaluate only at the end
+  config.eval_at_end = True
+  config.eval_batch_size = 8           # per process
+  config.eval_pictures = 4             # validation images drawn to TensorBoard at each evaluation
+  config.data = get_data_config()
+  config.model = get_model_config()
+  config.loss = get_loss_config()
+  config.postprocess = get_postprocess_config()
+  config.optimizer = get_optimizer_config()
+  return config

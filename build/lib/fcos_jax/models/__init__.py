@@ -1,0 +1,1 @@
+"""Flax models: ResNet backbone, FPN, FCOS head and the assembled detector."""

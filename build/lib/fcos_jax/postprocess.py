@@ -1,0 +1,175 @@
+"""FCOS inference postprocess with static shapes: decode, score, per-level top-k, class-wise NMS.
+
+Everything is jit-able and vmapped over the batch; the output always has `max_detections` rows
+per image, with a validity mask and a count.
+"""
+
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcos_jax import points as points_lib
+
+
+class Detections(NamedTuple):
+  boxes: jnp.ndarray       # [..., K, 4] (x0, y0, x1, y1) in input pixels; 0 on padding rows.
+  scores: jnp.ndarray      # [..., K] descending; 0 on padding rows.
+  classes: jnp.ndarray     # [..., K] int32; -1 on padding rows.
+  valid: jnp.ndarray       # [..., K] bool.
+  num_valid: jnp.ndarray   # [...] int32.
+  class_probs: jnp.ndarray  # [..., K] class probability alone (no centerness); 0 on padding.
+
+
+def decode_boxes(ltrb, xy, scale):
+  """Boxes (x0, y0, x1, y1) from distances `ltrb` [..., 4] at locations `xy` [..., 2].
+
+  `scale` [...] multiplies the distances (the stride when targets are normalized by it, else 1).
+  """
+  d = ltrb * scale[..., None]
+  return jnp.concatenate([xy - d[..., :2], xy + d[..., 2:]], axis=-1)
+
+
+def box_iou_one_to_many(box, boxes):
+  """IoU of one box [4] against boxes [K, 4]."""
+  ix0 = jnp.maximum(box[0], boxes[:, 0])
+  iy0 = jnp.maximum(box[1], boxes[:, 1])
+  ix1 = jnp.minimum(box[2], boxes[:, 2])
+  iy1 = jnp.minimum(box[3], boxes[:, 3])
+  inter = jnp.maximum(ix1 - ix0, 0) * jnp.maximum(iy1 - iy0, 0)
+  area = (box[2] - box[0]) * (box[3] - box[1])
+  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  union = area + areas - inter
+  return inter / jnp.where(union > 0, union, 1.0)
+
+
+def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_output: int):
+  """Greedy class-wise NMS returning the first `max_output` kept boxes, best first.
+
+  Exactly the kept set of sequential greedy NMS (a box is removed when its IoU with a kept box of
+  the same class is > iou_threshold), truncated to `max_output`: each of the `max_output` steps
+  picks the best remaining box and suppresses its overlaps, O(max_output * K) work and no K x K
+  matrix. Ties in score go to the lower index.
+
+  Args: boxes [K, 4], scores [K], classes [K], valid [K]. Returns indices [max_output] into the
+  inputs and a mask [max_output] of which are real.
+  """
+  boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
+  alive = jnp.asarray(valid, bool)
+
+  def step(alive, _):
+    masked = jnp.where(alive, scores, -jnp.inf)
+    i = jnp.argmax(masked)
+    found = alive[i]
+    suppress = (box_iou_one_to_many(boxes[i], boxes) > iou_threshold) & (classes == classes[i])
+    alive = alive & ~suppress & found
+    alive = alive.at[i].set(False)
+    return alive, (i, found)
+
+  _, (idx, found) = jax.lax.scan(step, alive, None, length=max_output)
+  return idx, found
+
+
+def postprocess_image(cls_logits, bbox_reg, centerness, *,
+                      image_size: Tuple[int, int],
+                      clip_size: Optional[jnp.ndarray] = None,
+                      strides: Sequence[int],
+                      location_mode: str = 'half',
+                      norm_reg_targets: bool = False,
+                      score_threshold: float = 0.05,
+                      threshold_on_combined: bool = False,
+                      pre_nms_top_n: int = 1000,
+                      nms_threshold: float = 0.6,
+                      max_detections: int = 100,
+                      sqrt_score: bool = True,
+                      drop_outside: bool = False,
+                      centerness_from_logits: bool = True) -> Detections:
+  """Detections for one image from its flat outputs [N, C], [N, 4], [N].
+
+  Per level: keep (location, class) pairs whose class probability (or, with
+  `threshold_on_combined`, the final score, as torchvision does) exceeds `score_threshold`, take the
+  `pre_nms_top_n` best by class probability x centerness, decode, clip to `clip_size` (h, w) (the
+  unpadded image; default the padded input), then class-wise NMS over all levels and keep the best
+  `max_detections`. Final score = cls x centerness, or its square root with `sqrt_score`.
+  `centerness` holds logits, or probabilities used as they are when `centerness_from_logits` is
+  False (e.g. the ground-truth centerness of the oracle evaluation). `drop_outside`: locations
+  whose centre is outside the unpadded image (x >= w or y >= h) and boxes that clip to zero area
+  never enter the candidates (torchvision keeps them: False reproduces it).
+  """
+  pts = points_lib.make_points(image_size, strides, location_mode)
+  num_classes = cls_logits.shape[-1]
+  prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+  ctr = centerness.astype(jnp.float32)
+  if centerness_from_logits:
+    ctr = jax.nn.sigmoid(ctr)
+  combined = prob * ctr[:, None]
+  if sqrt_score:
+    combined = jnp.sqrt(combined)
+  passed = (combined if threshold_on_combined else prob) > score_threshold
+
+  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
+  if clip_size is None:
+    clip_size = jnp.asarray(image_size, jnp.float32)
+  clip_size = jnp.asarray(clip_size, jnp.float32)
+  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])
+  if drop_outside:  # every location's clipped box: [N, 4] is cheap next to [N, C] scores
+    xy = jnp.asarray(pts.xy)
+    all_boxes = jnp.clip(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0, upper)
+    inside = (xy[:, 0] < clip_size[1]) & (xy[:, 1] < clip_size[0])
+    nonempty = (all_boxes[:, 2] > all_boxes[:, 0]) & (all_boxes[:, 3] > all_boxes[:, 1])
+    passed = passed & (inside & nonempty)[:, None]
+
+  cand_loc, cand_cls, cand_score, cand_ok = [], [], [], []
+  start = 0
+  for h, w in pts.level_sizes:
+    n = h * w
+    sl = slice(start, start + n)
+    flat_score = jnp.where(passed[sl], combined[sl], -jnp.inf).reshape(-1)
+    k = min(pre_nms_top_n, n * num_classes)
+    top_score, top_idx = jax.lax.top_k(flat_score, k)
+    cand_loc.append(start + top_idx // num_classes)
+    cand_cls.append(top_idx % num_classes)
+    cand_score.append(top_score)
+    cand_ok.append(top_score > -jnp.inf)
+    start += n
+  loc = jnp.concatenate(cand_loc)
+  cls = jnp.concatenate(cand_cls).astype(jnp.int32)
+  ok = jnp.concatenate(cand_ok)
+  score = jnp.where(ok, jnp.concatenate(cand_score), 0.0)
+
+  boxes = decode_boxes(bbox_reg.astype(jnp.float32)[loc], jnp.asarray(pts.xy)[loc], scale[loc])
+  boxes = jnp.clip(boxes, 0.0, upper)
+
+  keep, found = class_wise_nms(boxes, score, cls, ok, iou_threshold=nms_threshold,
+                               max_output=max_detections)
+  return Detections(
+      boxes=jnp.where(found[:, None], boxes[keep], 0.0),
+      scores=jnp.where(found, score[keep], 0.0),
+      classes=jnp.where(found, cls[keep], -1),
+      valid=found,
+      num_valid=jnp.sum(found).astype(jnp.int32),
+      class_probs=jnp.where(found, prob[loc[keep], cls[keep]], 0.0))
+
+
+def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None,
+                **kwargs) -> Detections:
+  """`postprocess_image` over a batch; `clip_sizes` [B, 2] optional unpadded (h, w)."""
+  def one(c, r, t, cs):
+    return postprocess_image(c, r, t, image_size=tuple(image_size), clip_size=cs, **kwargs)
+  if clip_sizes is None:
+    clip_sizes = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32),
+                                  (cls_logits.shape[0], 2))
+  return jax.vmap(one)(cls_logits, bbox_reg, centerness, clip_sizes)
+
+
+def postprocess_kwargs(config) -> dict:
+  """Static postprocess settings of a config (`config.model` and `config.postprocess`)."""
+  m, p = config.model, config.postprocess
+  return dict(strides=tuple(m.strides), location_mode=m.location_mode,
+              norm_reg_targets=bool(m.norm_reg_targets),
+              score_threshold=float(p.score_threshold),
+              threshold_on_combined=bool(p.threshold_on_combined),
+              pre_nms_top_n=int(p.pre_nms_top_n), nms_threshold=float(p.nms_threshold),
+              max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score),
+              drop_outside=bool(p.get('drop_outside', False)))

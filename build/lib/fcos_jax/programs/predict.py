@@ -1,0 +1,201 @@
+"""Detect objects in images and draw them.
+
+  python predict.py --export EXPORT_DIR --image a.jpg --image photos/ --image 'shots/*.png'
+      --out OUT_DIR [--min_score 0.3] [--batch_size 8] [--annotations instances.json]
+  python predict.py --config configs/coco_torchvision.py --params weights/fcos_tv --image ...
+  python predict.py --config configs/shapes.py --workdir /tmp/shapes [--step N] --image ...
+
+Inputs are image or video files, folders (searched recursively) and globs; a video's frames
+are detected and drawn into OUT_DIR/<name>.mp4, its detections keyed '<path>#<frame>'. The model is an export,
+or a training workdir / params checkpoint with its config. Writes one picture per input under
+OUT_DIR at the input's path relative to the inputs' common folder (two inputs never share an
+output), OUT_DIR/detections.json ({input path: detections in original pixels}) and
+OUT_DIR/results.json in the COCO results format with each image's file name; with
+--annotations (a COCO file whose images are the inputs), image ids come from it, so
+`evaluate.py --detections OUT_DIR/results.json --annotations ...` scores the run. An
+unreadable input is skipped with a message; the others are still written.
+"""
+
+import glob
+import json
+import os
+import time
+
+from absl import flags
+from ml_collections import config_flags
+
+from fcos_jax import cli
+from fcos_jax.video_io import VIDEO_SUFFIXES
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
+
+_EXPORT = flags.DEFINE_string('export', None, 'Directory written by export.py.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of --workdir / --params.',
+                                          lock_config=True)
+cli.define_weights_flags()
+_IMAGES = flags.DEFINE_multi_string('image', [], 'Image file(s), folder(s) or glob(s).')
+_OUT = flags.DEFINE_string('out', None, 'Output directory.')
+_MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
+_BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
+_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO file naming the inputs: image ids '
+                                   'for results.json.')
+_DRAW_SCALE = flags.DEFINE_integer('draw_scale', 0, 'Enlarge the picture this many times '
+                                   '(0: enough for a longer side of at least 512 px).')
+flags.mark_flags_as_required(['out'])
+FLAGS = flags.FLAGS
+
+
+def expand_inputs(patterns):
+  """Files of the --image arguments: files as given, folders recursively, globs expanded."""
+  from fcos_jax import errors
+  found = []
+  for pattern in patterns:
+    if os.path.isdir(pattern):
+      for root, _, files in os.walk(pattern):
+        found += sorted(os.path.join(root, f) for f in files
+                        if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
+    elif any(c in pattern for c in '*?['):
+      matches = sorted(glob.glob(pattern, recursive=True))
+      if not matches:
+        raise errors.UserError(f'--image {pattern!r} matches no file')
+      found += matches
+    else:
+      found.append(pattern)  # a missing file is reported and skipped like an unreadable one
+  return list(dict.fromkeys(found))
+
+
+def output_paths(inputs, out_dir):
+  """Input path -> OUT_DIR/<path relative to the common folder>.png, distinct per input."""
+  absolute = [os.path.abspath(p) for p in inputs]
+  common = os.path.commonpath([os.path.dirname(p) for p in absolute]) if absolute else ''
+  return {p: os.path.join(out_dir, os.path.splitext(os.path.relpath(a, common))[0] + '.png')
+          for p, a in zip(inputs, absolute)}
+
+
+def load_detector():
+  from fcos_jax import errors, serving
+  if _EXPORT.value:
+    return serving.Detector(_EXPORT.value)
+  if not _CONFIG.value or not (FLAGS.workdir or FLAGS.params):
+    raise errors.UserError('give --export EXPORT_DIR, or --config with --workdir or --params')
+  from absl import logging
+  from fcos_jax.data import categories, input_pipeline
+  config = cli.get_config(_CONFIG)
+  model, variables, _ = cli.load_weights(config)
+  try:
+    cats = input_pipeline.dataset_categories(config.data, coco_fallback=True)
+  except input_pipeline.DatasetNotPreparedError:
+    k = config.model.num_classes
+    cats = categories.Categories(tuple(range(1, k + 1)), tuple(f'class_{i}' for i in range(k)))
+    logging.warning('dataset %r is not here: classes are named class_0..class_%d, category ids '
+                    '1..%d', config.data.dataset, k - 1, k)
+  return serving.Detector.from_model(config, model, variables, cats)
+
+
+def image_ids(inputs, annotations):
+  """Input path -> COCO image id: from the annotation file by file name, else 1, 2, ..."""
+  if not annotations:
+    return {p: i + 1 for i, p in enumerate(inputs)}
+  from fcos_jax import errors
+  with open(annotations) as f:
+    by_name = {im['file_name']: im['id'] for im in json.load(f)['images']}
+  ids = {}
+  for p in inputs:
+    name = next((n for n in by_name if p.endswith(os.sep + n) or p == n), None)
+    if name is None:
+      raise errors.DataError(f'{annotations}: no image with the file name of {p}')
+    ids[p] = by_name[name]
+  return ids
+
+
+def draw(image, dets):
+  from fcos_jax import visualize
+  shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
+  scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
+  return visualize.draw_detections(image, shown, scale=scale)
+
+
+def predict_video(detector, path: str, out: str, detections) -> int:
+  """Detect and draw every frame of a video into `out` (.mp4); returns the frame count."""
+  import numpy as np
+  from fcos_jax import video_io
+  out = os.path.splitext(out)[0] + '.mp4'
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  writer = video_io.VideoWriter(out, video_io.frame_rate(path))
+  count, frames = 0, []
+
+  def flush():
+    nonlocal count
+    for frame, dets in zip(frames, detector.detect_many(frames, _BATCH.value)):
+      detections[f'{path}#{count}'] = dets
+      writer.write(np.asarray(draw(frame, dets)))
+      count += 1
+    frames.clear()
+  try:
+    for frame in video_io.read_frames(path):
+      frames.append(frame)
+      if len(frames) == _BATCH.value:
+        flush()
+    flush()
+  finally:
+    writer.close()
+  return count
+
+
+def main(argv):
+  from fcos_jax import errors
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {argv[1:]}')
+  inputs = expand_inputs(_IMAGES.value)
+  if not inputs:
+    raise errors.UserError('give at least one --image (a file, folder or glob)')
+  from tqdm import tqdm
+  from fcos_jax import image_io
+  detector = load_detector()
+  outputs = output_paths(inputs, _OUT.value)
+  ids = image_ids(inputs, _ANNOTATIONS.value)
+  detections, results, skipped = {}, [], []
+  bar = tqdm(total=len(inputs), unit='images', desc='detecting')
+  start = time.perf_counter()
+  for first in range(0, len(inputs), _BATCH.value):
+    chunk, images = [], []
+    for path in inputs[first:first + _BATCH.value]:
+      try:
+        if path.lower().endswith(VIDEO_SUFFIXES):
+          frames = predict_video(detector, path, outputs[path], detections)
+          bar.write(f'{path}: {frames} frames -> {os.path.splitext(outputs[path])[0]}.mp4')
+          continue
+        images.append(image_io.read_rgb8(path)[0])
+        chunk.append(path)
+      except errors.DataError as e:
+        bar.write(f'skipped: {e}')
+        skipped.append(path)
+    for path, image, dets in zip(chunk, images, detector.detect_many(images, _BATCH.value)):
+      detections[path] = dets
+      results += [{'image_id': ids[path], 'file_name': path, 'category_id': d['category_id'],
+                   'bbox': [d['bbox'][0], d['bbox'][1], d['bbox'][2] - d['bbox'][0],
+                            d['bbox'][3] - d['bbox'][1]], 'score': d['score']}
+                  # COCO scores boxes of positive size only (a box clipped flat at the border).
+                  for d in dets if d['bbox'][2] > d['bbox'][0] and d['bbox'][3] > d['bbox'][1]]
+      os.makedirs(os.path.dirname(outputs[path]), exist_ok=True)
+      draw(image, dets).save(outputs[path])
+    bar.update(len(inputs[first:first + _BATCH.value]))
+  bar.close()
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, 'detections.json'), 'w') as f:
+    json.dump(detections, f, indent=1)
+  with open(os.path.join(_OUT.value, 'results.json'), 'w') as f:
+    json.dump(results, f)
+  seconds = time.perf_counter() - start
+  done = len(inputs) - len(skipped)
+  print(f'{done} of {len(inputs)} inputs done in {seconds:.1f} s '
+        f'({len(detections) / max(seconds, 1e-9):.1f} images/s, compiling included) -> '
+        f'{_OUT.value}' + (f'; {len(skipped)} skipped: {", ".join(skipped)}' if skipped else ''))
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

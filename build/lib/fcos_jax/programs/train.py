@@ -1,0 +1,48 @@
+"""Train FCOS: `python train.py --config configs/coco.py --workdir DIR [--config.key=value ...]`.
+
+Running the same command again resumes from the latest checkpoint in DIR. Multi-host: pass
+--coordinator_address/--num_processes/--process_id (or --jax_distributed on TPU pods and
+SLURM, where JAX finds them itself) and run the same command on every host.
+"""
+
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from fcos_jax import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs and results go here.')
+cli.define_distributed_flags()
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
+  cli.initialize_distributed()
+  import jax
+  from fcos_jax import trainer
+  logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s)', jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform)
+  config = cli.get_config(_CONFIG)
+  metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
+  if jax.process_index() == 0 and 'AP' in metrics:
+    print(f'final evaluation ({metrics["num_images"]} images): AP {metrics["AP"]:.4f}  '
+          f'AP50 {metrics["AP50"]:.4f}  AP75 {metrics["AP75"]:.4f}')
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}))
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,107 @@
+"""The data-parallel training step: one jit-compiled program over all devices of all processes.
+
+`jax.shard_map` inside `jit` over a 1-D 'data' mesh: each device normalizes its images, assigns
+targets and computes the losses for its part of the batch; the loss normalizers (positives,
+centerness sum) and the gradients are averaged over the 'data' axis; every device then applies
+the same update to its replica of the state. A non-finite loss or gradient leaves the state
+unchanged and records the step in `state.bad_step`, which the host checks when it logs or saves,
+so no per-step host round trip is needed and the last good parameters survive.
+"""
+
+from typing import Any, Dict, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from fcos_jax import losses, optim, targets
+from fcos_jax.data import sizes
+from fcos_jax.models import fcos
+from fcos_jax.normalize import image_normalizer
+
+DATA_AXIS = 'data'
+TRAIN_KEYS = ('image', 'image_size', 'boxes', 'classes', 'box_valid')
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any          # frozen BN statistics (never updated); {} without frozen BN
+  opt_state: Any
+  bad_step: jnp.ndarray     # -1, or the first step whose loss or gradient was not finite
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def create_train_state(config, model, tx, mesh, image_shape: Tuple[int, int]) -> TrainState:
+  """Initial state, created directly replicated on the mesh (same seed on every process)."""
+  def init():
+    variables = model.init(jax.random.key(config.seed),
+                           jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32))
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      bad_step=jnp.full((), -1, jnp.int32))
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+
+
+def build_training(config, mesh):
+  """(model, optimizer, initial replicated state) of a config."""
+  model = fcos.create_model(config.model)
+  shape = sizes.train_shapes(config.data)[0]
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jnp.zeros((1,) + shape + (3,), jnp.float32))
+  tx = optim.create_optimizer(config, abstract['params'])
+  return model, tx, create_train_state(config, model, tx, mesh, shape)
+
+
+def make_train_step(config, model, tx, mesh):
+  """jit(shard_map(step)) taking (state, batch) -> (state, metrics); donates the state."""
+  assign_kw = targets.assigner_kwargs(config.model)
+  loss_kw = losses.loss_kwargs(config)
+  normalize = image_normalizer(config)
+
+  def local_step(state: TrainState, batch: Dict[str, jax.Array]):
+    images = normalize(batch['image'], batch['image_size'])
+    tg = targets.assign_targets_batch(batch['boxes'], batch['classes'], batch['box_valid'],
+                                      image_size=images.shape[1:3], **assign_kw)
+
+    def loss_fn(params):
+      out = model.apply({'params': params, 'batch_stats': state.batch_stats}, images)
+      terms = losses.fcos_losses(out['cls_logits'], out['bbox_reg'], out['centerness'], tg,
+                                 axis_name=DATA_AXIS, **loss_kw)
+      return terms['total'], terms
+
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, DATA_AXIS)
+    terms = jax.lax.pmean(terms, DATA_AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(terms['total']) & jnp.isfinite(optax.tree.norm(grads))
+    ok = finite & (state.bad_step < 0)  # after a bad step the state stays frozen
+    keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+        lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step))
+    metrics = {f'loss_{k}' if k != 'num_pos' else k: v for k, v in terms.items()}
+    metrics['num_pos'] = metrics['num_pos'] * jax.lax.psum(1, DATA_AXIS)  # total over devices
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    return new_state, metrics
+
+  step = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                       out_specs=(P(), P()), check_vma=False)
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def train_batch(batch: Dict[str, Any]) -> Dict[str, Any]:
+  """The part of a pipeline batch the step consumes."""
+  return {k: batch[k] for k in TRAIN_KEYS}

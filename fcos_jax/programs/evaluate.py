@@ -1,0 +1,115 @@
+"""Offline COCO evaluation.
+
+  python evaluate.py --config configs/coco.py --workdir DIR [--step N] [--split validation]
+      [--annotations instances_val2017.json]          # official ground truth (default: from TFDS)
+  python evaluate.py --config configs/coco.py --params DIR   # a params checkpoint
+  python evaluate.py --config configs/coco.py --detections results.json [--annotations ...]
+  python evaluate.py ... --oracle_centerness       # also with the ground-truth centerness
+  python evaluate.py ... --analysis DIR            # calibration, PR curves, confusion, pictures
+
+Restores a checkpoint (the latest by default), runs the jitted model + postprocess over the split
+on all local devices (and every process of a multi-process run), maps detections back to the
+original images, and scores them with pycocotools' COCOeval (bbox). Prints the 12 standard numbers
+and writes metrics, a per-category AP table and the detections (COCO results format) as JSON.
+With --detections, an existing results file is scored without a model. --oracle_centerness
+evaluates a second time with each location's ground-truth centerness in place of the predicted
+one (the paper's 36.6 -> 42.1 AP on COCO); --analysis writes the error analysis of
+`fcos_jax.analysis.error_analysis` (PNGs and analysis.json) into DIR.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from fcos_jax import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+                                          lock_config=True)
+cli.define_weights_flags()
+_SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.eval_split).')
+_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO ground-truth JSON (default: built '
+                                   'from the TFDS split).')
+_DETECTIONS = flags.DEFINE_string('detections', None, 'Score this COCO results file instead of '
+                                  'running a model.')
+_OUT = flags.DEFINE_string('out', None, 'Where to write results (default: workdir, or the '
+                           'folder of --detections).')
+_ORACLE = flags.DEFINE_bool('oracle_centerness', False, 'Also evaluate with the ground-truth '
+                            'centerness of every location instead of the predicted one.')
+_ANALYSIS = flags.DEFINE_string('analysis', None, 'Write the error analysis (score-vs-IoU, PR '
+                                'curves, confusion matrix, pictures) into this folder.')
+cli.define_distributed_flags()
+flags.mark_flag_as_required('config')
+FLAGS = flags.FLAGS
+
+
+def print_metrics(metrics):
+  from fcos_jax.evaluation import STAT_NAMES
+  print(f'evaluated {metrics["num_images"]} images of {metrics["split_size"]}')
+  for name in STAT_NAMES:
+    print(f'  {name:<6} {metrics[name]:.4f}')
+  if metrics['per_category_ap']:
+    print('per-category AP:')
+    for name, ap in sorted(metrics['per_category_ap'].items(), key=lambda kv: -kv[1]):
+      print(f'  {name:<24} {ap:.4f}')
+  if 'model_seconds' in metrics:
+    print(f'inference: {metrics["model_seconds"]:.1f} s of model time, '
+          f'{metrics["model_images_per_second"]:.1f} images/s after compilation, '
+          f'{metrics["images_per_second"]:.1f} images/s overall (data, compile, model); '
+          f'{metrics["compiled_shapes"]} input shapes compiled in '
+          f'{metrics["compile_seconds"]:.1f} s; '
+          f'COCOeval: {metrics["coco_eval_seconds"]:.1f} s')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
+  cli.initialize_distributed()
+  import jax
+  from fcos_jax import evaluation
+  config = cli.get_config(_CONFIG)
+  split = _SPLIT.value or config.data.eval_split
+  if _DETECTIONS.value:
+    metrics = evaluation.score_results_file(config, _DETECTIONS.value, split=split,
+                                            annotations=_ANNOTATIONS.value)
+    out_dir = _OUT.value or os.path.dirname(os.path.abspath(_DETECTIONS.value))
+    evaluation.write_outputs(out_dir, 'offline', metrics)
+    print_metrics(metrics)
+    return
+  if not (FLAGS.workdir or FLAGS.params):
+    raise app.UsageError('--workdir (with checkpoints), --params or --detections is required')
+  model, variables, step = cli.load_weights(config)
+  logging.info('evaluating checkpoint of step %d on split %r', step, split)
+  out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
+  metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
+                                annotations=_ANNOTATIONS.value, tag=f'offline_eval_{step}',
+                                progress=True, class_prob=bool(_ANALYSIS.value))
+  if jax.process_index() == 0:
+    print(f'checkpoint step {step}, split {split!r}')
+    print_metrics(metrics)
+  if _ORACLE.value:
+    oracle = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
+                                 annotations=_ANNOTATIONS.value,
+                                 tag=f'offline_eval_{step}_oracle_centerness', progress=True,
+                                 oracle_centerness=True)
+    if jax.process_index() == 0:
+      print('with the ground-truth centerness (oracle):')
+      print_metrics(oracle)
+      print(f'AP {metrics["AP"]:.4f} -> {oracle["AP"]:.4f} with the ground-truth centerness')
+  if _ANALYSIS.value and jax.process_index() == 0:
+    from fcos_jax.analysis import error_analysis
+    summary = error_analysis.analyze(config, metrics['ground_truth'], metrics['results'],
+                                     _ANALYSIS.value, split=split)
+    print(error_analysis.format_analysis(summary))
+    print(f'wrote the error analysis to {_ANALYSIS.value}')
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
