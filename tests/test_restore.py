@@ -88,3 +88,10 @@ def test_fine_tuning_on_other_classes_takes_every_tensor_that_fits(tmp_path):
                                   "['head']['cls_logits']['bias']"}
   for k in set(got) - from_file:
     np.testing.assert_array_equal(got[k], fresh[k])
+
+
+def test_the_finetuning_example_config_is_valid():
+  from fcos_jax.configs import finetune_example, validate
+  config = finetune_example.get_config()
+  validate.validate(config)
+  assert config.init_skip_mismatched and config.model.label_space == 'dataset'
