@@ -3,6 +3,7 @@ pyproject declares every runtime requirement."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,10 +29,17 @@ def test_pyproject_declares_the_runtime_requirements():
 def test_wheel_installs_and_trains_and_evaluates_from_another_folder(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_ENABLE_ONEDNN_OPTS='0',
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  # Build from a copy of what the wheel is made of: an in-tree build leaves build/ behind.
+  source = tmp_path / 'source'
+  source.mkdir()
+  for name in ('pyproject.toml', 'README.md', 'LICENSE'):
+    shutil.copy(os.path.join(ROOT, name), source / name)
+  shutil.copytree(os.path.join(ROOT, 'fcos_jax'), source / 'fcos_jax',
+                  ignore=shutil.ignore_patterns('__pycache__'))
   dist = tmp_path / 'dist'
   out = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-                        '-q', '-w', str(dist), ROOT], capture_output=True, text=True, env=env,
-                       timeout=600)
+                        '-q', '-w', str(dist), str(source)], capture_output=True, text=True,
+                       env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   (wheel,) = dist.glob('fcos_jax-*.whl')
   site = tmp_path / 'site'

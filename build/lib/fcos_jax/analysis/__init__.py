@@ -1,1 +1,0 @@
-"""The FCOS paper's analyses as tools: best possible recall, ambiguity, error analysis."""

@@ -1,1 +1,0 @@
-"""Flax models: ResNet backbone, FPN, FCOS head and the assembled detector."""
