@@ -146,3 +146,27 @@ def test_predict_a_folder_with_a_params_checkpoint_and_score_its_results(shapes_
       capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'AP ' in result.stdout
+
+
+def test_export_of_a_coco_detector_needs_no_coco_download(tmp_path):
+  """export.py with a COCO config whose dataset is not prepared here names the classes from the
+  built-in COCO list."""
+  import orbax.checkpoint as ocp
+  config = tiny_config.get_config()
+  config.model.num_classes = 80
+  model = fcos.create_model(config.model)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 96, 3)))
+  params = str(tmp_path / 'params')
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(params, jax.device_get(variables))
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'export.py'), f'--config={ROOT}/tests/tiny_config.py',
+       '--config.model.num_classes=80', '--config.data.dataset=coco/2017',
+       f'--config.data.data_dir={tmp_path / "no_data"}', '--config.data.synthetic=False',
+       f'--params={params}', f'--out={tmp_path / "export"}'],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / 'export' / 'metadata.json') as f:
+    meta = json.load(f)
+  assert meta['class_names'][:3] == ['person', 'bicycle', 'car']
+  assert meta['category_ids'][-1] == 90

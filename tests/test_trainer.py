@@ -208,3 +208,24 @@ def test_evaluate_and_export_restore_the_workdir(reference_run, data_dir, tmp_pa
   assert out.returncode == 0, out.stderr[-4000:]
   assert 'exported checkpoint step 12' in out.stdout
   assert os.path.exists(tmp_path / 'export' / 'metadata.json')
+
+
+def test_fine_tuning_a_detector_of_other_classes(data_dir, tmp_path):
+  """train.py from a 91-way detector's params with init_skip_mismatched: it trains, and the log
+  lists the class head as kept at its fresh init."""
+  import jax
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  from fcos_jax.models import fcos
+  from tests import tiny_config
+  source = tiny_config.get_config().model
+  source.num_classes = 91
+  model = fcos.create_model(source)
+  variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 64, 64, 3)))
+  path = str(tmp_path / 'detector91')
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, jax.device_get(variables))
+  out = run(str(tmp_path / 'w'), data_dir, f'--config.init_checkpoint={path}',
+            '--config.init_skip_mismatched=True', '--config.num_train_steps=2')
+  assert re.search(r"2 tensor\(s\) of .* keep their fresh init: .*cls_logits", out.stderr)
+  assert checksum(out.stderr)[0] == 2
