@@ -86,6 +86,9 @@ def parse_flags(argv):
 
 def run(main: Callable) -> None:
   """`app.run(main)` with the one-line error rule."""
+  # TensorFlow (tf.data only) is quiet unless asked; its oneDNN ops off, as in the tests.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   def wrapped(argv):
     try:
       return main(argv)
