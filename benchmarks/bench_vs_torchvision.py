@@ -1,0 +1,231 @@
+"""fcos_jax against torchvision's FCOS, side by side in one process on the same CPU.
+
+  python -m benchmarks.bench_vs_torchvision [--cases train_r50,infer_800] [--repeats 5]
+
+Cases (random weights, float32, identical image sizes and boxes on both sides):
+  train_r50   R50-FPN train step (forward, loss, backward, SGD), 512x512, batch 2; frozen BN,
+              stem + layer1 frozen (configs/coco_torchvision.py; torchvision: FrozenBatchNorm2d,
+              trainable_layers=3)
+  train_r18   R18-FPN(128) from scratch (nothing frozen), 320x256, batch 8, 4-conv head with 128
+              channels, 5 classes; ours GroupNorm backbone, torchvision BatchNorm2d
+  infer_800   R50-FPN inference incl. postprocess, 800x1216, batch 1
+  infer_512   R50-FPN inference incl. postprocess, 512x512, batch 1
+
+Each call is timed after warm-up; ours and torchvision's alternate in one loop so that load from
+other processes hits both alike; medians over `--repeats`. Both use 2 threads (torch
+`set_num_threads(2)`; XLA's CPU client uses one thread per core). Peak memory is the peak RSS of a
+separate process that runs only that side's case (`--no_memory` skips it).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+import torch  # noqa: E402  (torch before TensorFlow / jax in one process)
+import torchvision  # noqa: E402
+from torchvision.models.detection import fcos as tv_fcos  # noqa: E402
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # noqa: E402
+from torchvision.ops import misc as tv_misc  # noqa: E402
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fcos_jax import inference, optim, train_step  # noqa: E402
+from fcos_jax.configs import coco_torchvision  # noqa: E402
+from fcos_jax.models import fcos  # noqa: E402
+
+CASES = {
+    'train_r50': dict(train=True, depth=50, size=(512, 512), batch=2),
+    'train_r18': dict(train=True, depth=18, size=(256, 320), batch=8),
+    'infer_800': dict(train=False, depth=50, size=(800, 1216), batch=1),
+    'infer_512': dict(train=False, depth=50, size=(512, 512), batch=1),
+}
+TITLES = {
+    'train_r50': 'R50-FPN train step, 512x512, batch 2',
+    'train_r18': 'R18-FPN(128) from scratch train step, 320x256, batch 8',
+    'infer_800': 'R50-FPN inference + postprocess, 800x1216, batch 1',
+    'infer_512': 'R50-FPN inference + postprocess, 512x512, batch 1',
+}
+NUM_BOXES = 5
+
+
+def jax_config(case):
+  """configs/coco_torchvision.py, or its R18-FPN(128) from-scratch variant."""
+  config = coco_torchvision.get_config()
+  config.batch_size = case['batch']
+  config.data.max_boxes = 10
+  if case['depth'] == 18:
+    m = config.model
+    m.num_classes = 5
+    m.label_space = 'dataset'
+    m.backbone_depth = 18
+    m.backbone_norm = 'gn'
+    m.freeze_at = 0
+    m.fpn_channels = 128
+  return config
+
+
+def random_data(case, num_classes):
+  """uint8 images [B, H, W, 3]; per image NUM_BOXES boxes (x1, y1, x2, y2) and labels."""
+  rng = np.random.default_rng(0)
+  (h, w), b = case['size'], case['batch']
+  images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+  xy = rng.uniform(0, 0.6, (b, NUM_BOXES, 2)) * (w, h)
+  wh = rng.uniform(16, 0.4 * min(h, w), (b, NUM_BOXES, 2))
+  boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+  labels = rng.integers(1, num_classes, (b, NUM_BOXES)).astype(np.int64)
+  return images, boxes, labels
+
+
+def make_ours(case):
+  """A zero-argument callable running one step / one inference of fcos_jax, blocking."""
+  config = jax_config(case)
+  model = fcos.create_model(config.model)
+  images, boxes, labels = random_data(case, config.model.num_classes)
+  b, m = case['batch'], config.data.max_boxes
+  sizes = np.array([case['size']] * b, np.int32)
+  if not case['train']:
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + case['size'] + (3,)))
+    predict = jax.jit(inference.make_predict_fn(config, model)).lower(
+        variables, images, sizes).compile()
+    return lambda: jax.block_until_ready(predict(variables, images, sizes))
+  mesh = train_step.make_mesh(jax.devices()[:1])
+  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + case['size'] + (3,)))
+  tx = optim.create_optimizer(config, abstract['params'])
+  state = train_step.create_train_state(config, model, tx, mesh, case['size'])
+  padded = np.zeros((b, m, 4), np.float32)
+  padded[:, :NUM_BOXES] = boxes
+  classes = np.zeros((b, m), np.int32)
+  classes[:, :NUM_BOXES] = labels
+  batch = {'image': images, 'image_size': sizes, 'boxes': padded, 'classes': classes,
+           'box_valid': np.arange(m)[None].repeat(b, 0) < NUM_BOXES}
+  step = train_step.make_train_step(config, model, tx, mesh)
+  compiled = step.lower(state, batch).compile()
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready(metrics)
+  return run
+
+
+def torchvision_model(case):
+  if case['depth'] == 50:  # the pretrained layout: FrozenBatchNorm2d, stem + layer1 frozen
+    body = torchvision.models.resnet50(norm_layer=tv_misc.FrozenBatchNorm2d)
+    backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))
+    num_classes = 91
+  else:  # from scratch: BatchNorm2d, everything trainable, FPN with 128 channels
+    body = torchvision.models.resnet18(norm_layer=torch.nn.BatchNorm2d)
+    backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(128, 128), fpn_out_channels=128)
+    num_classes = 5
+  h, w = case['size']
+  return tv_fcos.FCOS(backbone, num_classes, min_size=min(h, w), max_size=max(h, w)), num_classes
+
+
+def make_torchvision(case):
+  """The same as `make_ours` for torchvision's FCOS (no resize: min/max size = the images')."""
+  torch.manual_seed(0)
+  model, num_classes = torchvision_model(case)
+  images, boxes, labels = random_data(case, num_classes)
+  inputs = [torch.from_numpy(im).permute(2, 0, 1).float() / 255.0 for im in images]
+  if not case['train']:
+    model.eval()
+
+    def infer():
+      with torch.no_grad():
+        model(inputs)
+    return infer
+  model.train()
+  targets = [{'boxes': torch.from_numpy(bx), 'labels': torch.from_numpy(lb)}
+             for bx, lb in zip(boxes, labels)]
+  params = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+  def step():
+    loss = sum(model(inputs, targets).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+  return step
+
+
+def timed(fn):
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+def peak_rss_gb(side, name):
+  """Peak RSS (GB) of a fresh process that warms up and runs only `side`'s `name` twice."""
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.bench_vs_torchvision', '--_memory_of',
+                        f'{side}:{name}'], capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])['peak_rss_gb']
+
+
+def memory_child(spec):
+  side, name = spec.split(':')
+  fn = (make_ours if side == 'ours' else make_torchvision)(CASES[name])
+  fn()
+  fn()
+  print(json.dumps({'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--cases', default=','.join(CASES), help=f'comma-separated, of {list(CASES)}')
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--no_memory', action='store_true', help='skip the peak-RSS processes')
+  parser.add_argument('--_memory_of', default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  torch.set_num_threads(2)
+  if args._memory_of:
+    return memory_child(args._memory_of)
+  names = args.cases.split(',')
+  unknown = set(names) - set(CASES)
+  if unknown:
+    parser.error(f'unknown cases {sorted(unknown)}; choose from {list(CASES)}')
+  print(f'jax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, '
+        f'torchvision {torchvision.__version__}, {os.cpu_count()} CPUs, torch threads '
+        f'{torch.get_num_threads()}; medians of {args.repeats} after {args.warmup} warm-up')
+  rows = []
+  for name in names:
+    ours, theirs = make_ours(CASES[name]), make_torchvision(CASES[name])
+    for _ in range(args.warmup):
+      ours()
+      theirs()
+    t_ours, t_tv = [], []
+    for _ in range(args.repeats):
+      t_ours.append(timed(ours))
+      t_tv.append(timed(theirs))
+    del ours, theirs
+    row = dict(name=name, ours=float(np.median(t_ours)), tv=float(np.median(t_tv)))
+    if not args.no_memory:
+      row['mem_ours'], row['mem_tv'] = peak_rss_gb('ours', name), peak_rss_gb('tv', name)
+    rows.append(row)
+    print(f'  {name}: ours {[round(t, 3) for t in t_ours]}, torchvision '
+          f'{[round(t, 3) for t in t_tv]}', flush=True)
+  print()
+  print('| work | fcos_jax s | torchvision s | ratio (torchvision / ours) | peak RSS fcos_jax / '
+        'torchvision GB |')
+  print('| --- | --- | --- | --- | --- |')
+  for r in rows:
+    mem = f"{r['mem_ours']:.2f} / {r['mem_tv']:.2f}" if 'mem_ours' in r else '-'
+    print(f"| {TITLES[r['name']]} | {r['ours']:.3f} | {r['tv']:.3f} | {r['tv'] / r['ours']:.2f} | "
+          f'{mem} |')
+
+
+if __name__ == '__main__':
+  main()
