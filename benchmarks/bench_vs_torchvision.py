@@ -36,87 +36,9 @@ from torchvision.ops import misc as tv_misc  # noqa: E402
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fcos_jax import inference, optim, train_step  # noqa: E402
-from fcos_jax.configs import coco_torchvision  # noqa: E402
-from fcos_jax.models import fcos  # noqa: E402
-
-CASES = {
-    'train_r50': dict(train=True, depth=50, size=(512, 512), batch=2),
-    'train_r18': dict(train=True, depth=18, size=(256, 320), batch=8),
-    'infer_800': dict(train=False, depth=50, size=(800, 1216), batch=1),
-    'infer_512': dict(train=False, depth=50, size=(512, 512), batch=1),
-}
-TITLES = {
-    'train_r50': 'R50-FPN train step, 512x512, batch 2',
-    'train_r18': 'R18-FPN(128) from scratch train step, 320x256, batch 8',
-    'infer_800': 'R50-FPN inference + postprocess, 800x1216, batch 1',
-    'infer_512': 'R50-FPN inference + postprocess, 512x512, batch 1',
-}
-NUM_BOXES = 5
-
-
-def jax_config(case):
-  """configs/coco_torchvision.py, or its R18-FPN(128) from-scratch variant."""
-  config = coco_torchvision.get_config()
-  config.batch_size = case['batch']
-  config.data.max_boxes = 10
-  if case['depth'] == 18:
-    m = config.model
-    m.num_classes = 5
-    m.label_space = 'dataset'
-    m.backbone_depth = 18
-    m.backbone_norm = 'gn'
-    m.freeze_at = 0
-    m.fpn_channels = 128
-  return config
-
-
-def random_data(case, num_classes):
-  """uint8 images [B, H, W, 3]; per image NUM_BOXES boxes (x1, y1, x2, y2) and labels."""
-  rng = np.random.default_rng(0)
-  (h, w), b = case['size'], case['batch']
-  images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
-  xy = rng.uniform(0, 0.6, (b, NUM_BOXES, 2)) * (w, h)
-  wh = rng.uniform(16, 0.4 * min(h, w), (b, NUM_BOXES, 2))
-  boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
-  labels = rng.integers(1, num_classes, (b, NUM_BOXES)).astype(np.int64)
-  return images, boxes, labels
-
-
-def make_ours(case):
-  """A zero-argument callable running one step / one inference of fcos_jax, blocking."""
-  config = jax_config(case)
-  model = fcos.create_model(config.model)
-  images, boxes, labels = random_data(case, config.model.num_classes)
-  b, m = case['batch'], config.data.max_boxes
-  sizes = np.array([case['size']] * b, np.int32)
-  if not case['train']:
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + case['size'] + (3,)))
-    predict = jax.jit(inference.make_predict_fn(config, model)).lower(
-        variables, images, sizes).compile()
-    return lambda: jax.block_until_ready(predict(variables, images, sizes))
-  mesh = train_step.make_mesh(jax.devices()[:1])
-  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + case['size'] + (3,)))
-  tx = optim.create_optimizer(config, abstract['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, case['size'])
-  padded = np.zeros((b, m, 4), np.float32)
-  padded[:, :NUM_BOXES] = boxes
-  classes = np.zeros((b, m), np.int32)
-  classes[:, :NUM_BOXES] = labels
-  batch = {'image': images, 'image_size': sizes, 'boxes': padded, 'classes': classes,
-           'box_valid': np.arange(m)[None].repeat(b, 0) < NUM_BOXES}
-  step = train_step.make_train_step(config, model, tx, mesh)
-  compiled = step.lower(state, batch).compile()
-  holder = [state]
-
-  def run():
-    holder[0], metrics = compiled(holder[0], batch)
-    jax.block_until_ready(metrics)
-  return run
-
+from benchmarks.cases import CASES, TITLES, build_ours, random_data  # noqa: E402
 
 def torchvision_model(case):
   if case['depth'] == 50:  # the pretrained layout: FrozenBatchNorm2d, stem + layer1 frozen
@@ -134,7 +56,7 @@ def torchvision_model(case):
 
 
 def make_torchvision(case):
-  """The same as `make_ours` for torchvision's FCOS (no resize: min/max size = the images')."""
+  """One blocking call of torchvision's FCOS (no resize: min/max size = the images')."""
   torch.manual_seed(0)
   model, num_classes = torchvision_model(case)
   images, boxes, labels = random_data(case, num_classes)
@@ -175,7 +97,7 @@ def peak_rss_gb(side, name):
 
 def memory_child(spec):
   side, name = spec.split(':')
-  fn = (make_ours if side == 'ours' else make_torchvision)(CASES[name])
+  fn = build_ours(CASES[name]).run if side == 'ours' else make_torchvision(CASES[name])
   fn()
   fn()
   print(json.dumps({'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
@@ -202,7 +124,7 @@ def main():
         f'{torch.get_num_threads()}; medians of {args.repeats} after {args.warmup} warm-up')
   rows = []
   for name in names:
-    ours, theirs = make_ours(CASES[name]), make_torchvision(CASES[name])
+    ours, theirs = build_ours(CASES[name]).run, make_torchvision(CASES[name])
     for _ in range(args.warmup):
       ours()
       theirs()
