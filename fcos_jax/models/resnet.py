@@ -11,16 +11,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcos_jax.models.conv1x1 import Conv1x1
+
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 NORMS = ('frozen_bn', 'gn')
 
 
 def conv(features, kernel, stride=1, *, name, dtype):
+  init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+  if kernel == 1:
+    return Conv1x1(features, stride, use_bias=False, dtype=dtype, kernel_init=init, name=name)
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-                 name=name)
+                 kernel_init=init, name=name)
 
 
 class FrozenBatchNorm(nn.Module):
