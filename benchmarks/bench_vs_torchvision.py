@@ -31,7 +31,8 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 import torch  # noqa: E402  (torch before TensorFlow / jax in one process)
 import torchvision  # noqa: E402
 from torchvision.models.detection import fcos as tv_fcos  # noqa: E402
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # noqa: E402
+from torchvision.models.detection.backbone_utils import (  # noqa: E402
+    BackboneWithFPN, _resnet_fpn_extractor)
 from torchvision.ops import misc as tv_misc  # noqa: E402
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 
@@ -48,8 +49,8 @@ def torchvision_model(case):
     num_classes = 91
   else:  # from scratch: BatchNorm2d, everything trainable, FPN with 128 channels
     body = torchvision.models.resnet18(norm_layer=torch.nn.BatchNorm2d)
-    backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4],
-                                     extra_blocks=LastLevelP6P7(128, 128), fpn_out_channels=128)
+    backbone = BackboneWithFPN(body, {'layer2': '0', 'layer3': '1', 'layer4': '2'},
+                               [128, 256, 512], 128, extra_blocks=LastLevelP6P7(128, 128))
     num_classes = 5
   h, w = case['size']
   return tv_fcos.FCOS(backbone, num_classes, min_size=min(h, w), max_size=max(h, w)), num_classes
