@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from fcos_jax.models.conv1x1 import Conv1x1
+from fcos_jax.models.max_pool import max_pool
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 NORMS = ('frozen_bn', 'gn')
@@ -149,7 +150,7 @@ class ResNet(nn.Module):
     block_cls = BasicBlock if self.depth < 50 else Bottleneck
     x = conv(self.width, 7, 2, name='conv1', dtype=self.dtype)(x.astype(self.dtype))
     x = nn.relu(norm(self.norm, self.dtype, 'bn1')(x))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2, 1)
     if self.freeze_at >= 1:
       x = jax.lax.stop_gradient(x)
     outputs = []
