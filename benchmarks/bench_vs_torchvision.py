@@ -12,7 +12,9 @@ Cases (random weights, float32, identical image sizes and boxes on both sides):
   infer_512   R50-FPN inference incl. postprocess, 512x512, batch 1
 
 Each call is timed after warm-up; ours and torchvision's alternate in one loop so that load from
-other processes hits both alike; medians over `--repeats`. Both use 2 threads (torch
+other processes hits both alike; medians over `--repeats`. The table gives the ratio of wall
+times and, as a check on a shared machine, of process CPU times (which waiting for a core does not
+inflate). Both use 2 threads (torch
 `set_num_threads(2)`; XLA's CPU client uses one thread per core). Peak memory is the peak RSS of a
 separate process that runs only that side's case (`--no_memory` skips it).
 """
@@ -84,9 +86,10 @@ def make_torchvision(case):
 
 
 def timed(fn):
-  t = time.perf_counter()
+  """(wall seconds, process CPU seconds) of one call."""
+  t, c = time.perf_counter(), time.process_time()
   fn()
-  return time.perf_counter() - t
+  return time.perf_counter() - t, time.process_time() - c
 
 
 def peak_rss_gb(side, name):
@@ -134,20 +137,22 @@ def main():
       t_ours.append(timed(ours))
       t_tv.append(timed(theirs))
     del ours, theirs
-    row = dict(name=name, ours=float(np.median(t_ours)), tv=float(np.median(t_tv)))
+    t_ours, t_tv = np.array(t_ours), np.array(t_tv)
+    row = dict(name=name, ours=np.median(t_ours[:, 0]), tv=np.median(t_tv[:, 0]),
+               cpu_ours=np.median(t_ours[:, 1]), cpu_tv=np.median(t_tv[:, 1]))
     if not args.no_memory:
       row['mem_ours'], row['mem_tv'] = peak_rss_gb('ours', name), peak_rss_gb('tv', name)
     rows.append(row)
-    print(f'  {name}: ours {[round(t, 3) for t in t_ours]}, torchvision '
-          f'{[round(t, 3) for t in t_tv]}', flush=True)
+    print(f'  {name} wall s: ours {np.round(t_ours[:, 0], 3).tolist()}, torchvision '
+          f'{np.round(t_tv[:, 0], 3).tolist()}', flush=True)
   print()
-  print('| work | fcos_jax s | torchvision s | ratio (torchvision / ours) | peak RSS fcos_jax / '
-        'torchvision GB |')
-  print('| --- | --- | --- | --- | --- |')
+  print('| work | fcos_jax s | torchvision s | ratio (torchvision / ours) | CPU-time ratio | '
+        'peak RSS fcos_jax / torchvision GB |')
+  print('| --- | --- | --- | --- | --- | --- |')
   for r in rows:
     mem = f"{r['mem_ours']:.2f} / {r['mem_tv']:.2f}" if 'mem_ours' in r else '-'
     print(f"| {TITLES[r['name']]} | {r['ours']:.3f} | {r['tv']:.3f} | {r['tv'] / r['ours']:.2f} | "
-          f'{mem} |')
+          f"{r['cpu_tv'] / r['cpu_ours']:.2f} | {mem} |")
 
 
 if __name__ == '__main__':
