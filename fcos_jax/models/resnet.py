@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcos_jax.models.conv import Conv
 from fcos_jax.models.conv1x1 import Conv1x1
 from fcos_jax.models.max_pool import max_pool
 
@@ -22,6 +23,8 @@ def conv(features, kernel, stride=1, *, name, dtype):
   init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
   if kernel == 1:
     return Conv1x1(features, stride, use_bias=False, dtype=dtype, kernel_init=init, name=name)
+  if kernel == 3:
+    return Conv(features, 3, stride, use_bias=False, dtype=dtype, kernel_init=init, name=name)
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=False, dtype=dtype, param_dtype=jnp.float32,
