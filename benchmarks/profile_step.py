@@ -85,6 +85,19 @@ def trace_op_times(trace_dir):
   return totals
 
 
+def matmul_peak_gflops(n=2048, repeats=7):
+  """Best float32 [n, n] x [n, n] matmul rate of this device: the FLOP/s ceiling to compare to."""
+  a = jax.random.normal(jax.random.key(0), (n, n))
+  dot = jax.jit(lambda a: a @ a)
+  dot(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    dot(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / min(times) / 1e9
+
+
 def shorten(source, width=70):
   source = re.sub(r'^jit\([^)]*\)/', '', source)
   return source if len(source) <= width else '...' + source[-(width - 3):]
@@ -138,8 +151,10 @@ def main():
       times.append(time.perf_counter() - t)
     jax.profiler.stop_trace()
     step_s = float(np.median(times))
+    peak = matmul_peak_gflops()
     lines.append(f'median call {step_s:.3f} s under the profiler: {flops / step_s / 1e9:.1f} '
-                 f'GFLOP/s achieved')
+                 f'GFLOP/s achieved, {100 * flops / step_s / 1e9 / peak:.0f}% of this device\'s '
+                 f'float32 2048^3 matmul rate ({peak:.0f} GFLOP/s)')
     ops = hlo_ops(hlo)
     totals = trace_op_times(args.out)
     rows = [(us / args.steps / 1e3, name, ops[name]) for name, us in totals.items()
