@@ -139,7 +139,8 @@ def main():
     gb = 2.0 ** 30
     lines.append(f'XLA memory analysis (GiB): arguments {mem.argument_size_in_bytes / gb:.2f}, '
                  f'outputs {mem.output_size_in_bytes / gb:.2f}, aliased '
-                 f'{mem.alias_size_in_bytes / gb:.2f}, temporaries {mem.temp_size_in_bytes / gb:.2f}'
+                 f'{mem.alias_size_in_bytes / gb:.2f}, temporaries '
+                 f'{mem.temp_size_in_bytes / gb:.2f}'
                  f', generated code {mem.generated_code_size_in_bytes / gb:.3f}')
   if not args.no_run:
     built.run()

@@ -41,4 +41,5 @@ def test_ties_send_each_window_s_gradient_to_one_maximum():
 def test_jit_and_bfloat16():
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 2)).astype(jnp.bfloat16)
   g = jax.jit(jax.grad(lambda x: max_pool(x).astype(jnp.float32).sum()))(x)
-  assert g.dtype == jnp.bfloat16 and float(g.astype(jnp.float32).sum()) == 4 * 4 * 2  # one per window
+  assert g.dtype == jnp.bfloat16
+  assert float(g.astype(jnp.float32).sum()) == 4 * 4 * 2  # one per window
