@@ -6,6 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcos_jax.models.conv import Conv
+from fcos_jax.models.conv1x1 import Conv1x1
+
 # kaiming_uniform(a=1), the FPN init of the official code and torchvision.
 KAIMING_UNIFORM_A1 = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 
@@ -24,10 +27,11 @@ class FPN(nn.Module):
   dtype: Any = jnp.float32
 
   def _conv(self, kernel, stride, name):
-    pad = kernel // 2
-    return nn.Conv(self.channels, (kernel, kernel), (stride, stride),
-                   padding=((pad, pad), (pad, pad)), dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=KAIMING_UNIFORM_A1, name=name)
+    if kernel == 1:
+      return Conv1x1(self.channels, stride, dtype=self.dtype, kernel_init=KAIMING_UNIFORM_A1,
+                     name=name)
+    return Conv(self.channels, kernel, stride, dtype=self.dtype, kernel_init=KAIMING_UNIFORM_A1,
+                name=name)
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array]):

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcos_jax.models.conv import Conv
+
 NORMAL_001 = nn.initializers.normal(0.01)
 REGRESSION_ACTIVATIONS = ('exp', 'relu')
 
@@ -22,8 +24,7 @@ class Tower(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i in range(self.num_convs):
-      x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  param_dtype=jnp.float32, kernel_init=NORMAL_001, name=f'conv_{i}')(x)
+      x = Conv(self.channels, 3, dtype=self.dtype, kernel_init=NORMAL_001, name=f'conv_{i}')(x)
       x = nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_epsilon, dtype=self.dtype,
                        param_dtype=jnp.float32, name=f'gn_{i}')(x)
       x = nn.relu(x)
@@ -62,9 +63,8 @@ class FCOSHead(nn.Module):
     reg_tower = Tower(**tower, name='reg_tower')
 
     def out_conv(features, name, bias_init=nn.initializers.zeros):
-      return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                     param_dtype=jnp.float32, kernel_init=NORMAL_001, bias_init=bias_init,
-                     name=name)
+      return Conv(features, 3, dtype=self.dtype, kernel_init=NORMAL_001, bias_init=bias_init,
+                  name=name)
 
     prior_bias = -math.log((1 - self.prior_prob) / self.prior_prob)
     cls_logits = out_conv(self.num_classes, 'cls_logits', nn.initializers.constant(prior_bias))

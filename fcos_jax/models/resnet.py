@@ -11,16 +11,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fcos_jax.models.conv import Conv
+from fcos_jax.models.conv1x1 import Conv1x1
+from fcos_jax.models.max_pool import max_pool
+
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 NORMS = ('frozen_bn', 'gn')
 
 
 def conv(features, kernel, stride=1, *, name, dtype):
+  init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+  if kernel == 1:
+    return Conv1x1(features, stride, use_bias=False, dtype=dtype, kernel_init=init, name=name)
+  if kernel == 3:
+    return Conv(features, 3, stride, use_bias=False, dtype=dtype, kernel_init=init, name=name)
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-                 name=name)
+                 kernel_init=init, name=name)
 
 
 class FrozenBatchNorm(nn.Module):
@@ -145,7 +153,7 @@ class ResNet(nn.Module):
     block_cls = BasicBlock if self.depth < 50 else Bottleneck
     x = conv(self.width, 7, 2, name='conv1', dtype=self.dtype)(x.astype(self.dtype))
     x = nn.relu(norm(self.norm, self.dtype, 'bn1')(x))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2, 1)
     if self.freeze_at >= 1:
       x = jax.lax.stop_gradient(x)
     outputs = []

@@ -1,0 +1,98 @@
+"""The benchmark cases of fcos_jax: config, random data and the compiled step or inference.
+
+Shared by `bench_vs_torchvision` (timing against torchvision) and `profile_step` (per-op profile).
+"""
+
+import dataclasses
+from typing import Any, Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcos_jax import inference, optim, train_step
+from fcos_jax.configs import coco_torchvision
+from fcos_jax.models import fcos
+
+CASES = {
+    'train_r50': dict(train=True, depth=50, size=(512, 512), batch=2),
+    'train_r18': dict(train=True, depth=18, size=(256, 320), batch=8),
+    'infer_800': dict(train=False, depth=50, size=(800, 1216), batch=1),
+    'infer_512': dict(train=False, depth=50, size=(512, 512), batch=1),
+}
+TITLES = {
+    'train_r50': 'R50-FPN train step, 512x512, batch 2',
+    'train_r18': 'R18-FPN(128) from scratch train step, 320x256, batch 8',
+    'infer_800': 'R50-FPN inference + postprocess, 800x1216, batch 1',
+    'infer_512': 'R50-FPN inference + postprocess, 512x512, batch 1',
+}
+NUM_BOXES = 5
+
+
+def jax_config(case, dtype='float32'):
+  """configs/coco_torchvision.py (frozen BN, stem + layer1 frozen), or for depth 18 its
+  from-scratch variant: GroupNorm backbone, nothing frozen, FPN and head with 128 channels,
+  5 classes."""
+  config = coco_torchvision.get_config()
+  config.batch_size = case['batch']
+  config.data.max_boxes = 10
+  config.model.dtype = dtype
+  if case['depth'] == 18:
+    m = config.model
+    m.num_classes = 5
+    m.label_space = 'dataset'
+    m.backbone_depth = 18
+    m.backbone_norm = 'gn'
+    m.freeze_at = 0
+    m.fpn_channels = 128
+  return config
+
+
+def random_data(case, num_classes):
+  """uint8 images [B, H, W, 3]; per image NUM_BOXES boxes (x1, y1, x2, y2) and labels >= 1."""
+  rng = np.random.default_rng(0)
+  (h, w), b = case['size'], case['batch']
+  images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+  xy = rng.uniform(0, 0.6, (b, NUM_BOXES, 2)) * (w, h)
+  wh = rng.uniform(16, 0.4 * min(h, w), (b, NUM_BOXES, 2))
+  boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+  labels = rng.integers(1, num_classes, (b, NUM_BOXES)).astype(np.int64)
+  return images, boxes, labels
+
+
+@dataclasses.dataclass
+class Built:
+  compiled: Any                  # jax.stages.Compiled: cost / memory analysis, HLO text
+  run: Callable[[], Any]         # one blocking call (a train step updates the state it holds)
+
+
+def build_ours(case, dtype='float32') -> Built:
+  """The compiled train step (single-device mesh) or inference function of a case."""
+  config = jax_config(case, dtype)
+  model = fcos.create_model(config.model)
+  images, boxes, labels = random_data(case, config.model.num_classes)
+  b, m = case['batch'], config.data.max_boxes
+  sizes = np.array([case['size']] * b, np.int32)
+  shape: Tuple[int, int] = tuple(case['size'])
+  if not case['train']:
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
+    compiled = jax.jit(inference.make_predict_fn(config, model)).lower(
+        variables, images, sizes).compile()
+    return Built(compiled, lambda: jax.block_until_ready(compiled(variables, images, sizes)))
+  mesh = train_step.make_mesh(jax.devices()[:1])
+  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
+  tx = optim.create_optimizer(config, abstract['params'])
+  state = train_step.create_train_state(config, model, tx, mesh, shape)
+  padded = np.zeros((b, m, 4), np.float32)
+  padded[:, :NUM_BOXES] = boxes
+  classes = np.zeros((b, m), np.int32)
+  classes[:, :NUM_BOXES] = labels
+  batch = {'image': images, 'image_size': sizes, 'boxes': padded, 'classes': classes,
+           'box_valid': np.arange(m)[None].repeat(b, 0) < NUM_BOXES}
+  compiled = train_step.make_train_step(config, model, tx, mesh).lower(state, batch).compile()
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], batch)
+    return jax.block_until_ready(metrics)
+  return Built(compiled, run)

@@ -1,0 +1,79 @@
+"""A KxK convolution whose weight gradient is K*K matrix products, parameters as `nn.Conv`'s.
+
+Why: on XLA's CPU backend the weight gradient of a 3x3 convolution over a large map (the head's
+towers at P3) costs 3-5x the forward; written as one [Cin, B*Ho*Wo] x [B*Ho*Wo, Cout] product per
+kernel offset it costs about 2x (docs/performance.md). The forward and the input gradient stay
+XLA's convolution. The kernel keeps `nn.Conv`'s name, shape [K, K, Cin, Cout] and initializer
+call, so checkpoints, the torchvision mapping and initial values are unchanged. Only the CPU
+backend takes this path (it holds K*K shifted copies of the input); GPUs and TPUs keep XLA's.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _plain(x, kernel, stride, padding):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
+                                  dimension_numbers=DIMENSIONS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 1) -> jax.Array:
+  """x [B, H, W, Cin] * kernel [K, K, Cin, Cout], `stride`, zero `padding` on each side."""
+  return _plain(x, kernel, stride, padding)
+
+
+def _conv2d_fwd(x, kernel, stride, padding):
+  return _plain(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv2d_bwd(stride, padding, residuals, g):
+  x, kernel = residuals
+  if jax.default_backend() != 'cpu':  # cuDNN / TPU convolution gradients need no help
+    return jax.vjp(lambda x, w: _plain(x, w, stride, padding), x, kernel)[1](g)
+  dx = jax.vjp(lambda x: _plain(x, kernel, stride, padding), x)[1](g)[0]
+  k, ho, wo = kernel.shape[0], g.shape[1], g.shape[2]
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  g2 = g.reshape(-1, g.shape[-1])
+  rows = []
+  for i in range(k):
+    for j in range(k):
+      seen = lax.slice(xp, (0, i, j, 0),
+                       (xp.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1,
+                        xp.shape[3]), (1, stride, stride, 1))
+      rows.append(jnp.dot(seen.reshape(-1, x.shape[-1]).T, g2,
+                          preferred_element_type=jnp.float32))
+  return dx, jnp.stack(rows).reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+class Conv(nn.Module):
+  """Square KxK convolution with symmetric zero padding K // 2 (as the project's `nn.Conv`s)."""
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+                        self.param_dtype)
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, k // 2)
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,), self.param_dtype).astype(
+          self.dtype)
+    return y

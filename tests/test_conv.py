@@ -1,0 +1,46 @@
+"""Conv (custom weight gradient) against JAX's own differentiation of XLA's convolution."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fcos_jax.models.conv import Conv, conv2d
+
+
+def plain(x, kernel, stride, padding):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize('shape,k,stride', [((2, 9, 7, 5), 3, 1), ((2, 9, 7, 5), 3, 2),
+                                            ((1, 8, 8, 4), 3, 2), ((1, 11, 10, 3), 7, 2)])
+def test_values_and_gradients_match_the_plain_convolution(shape, k, stride):
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, shape)
+  kernel = jax.random.normal(kw, (k, k, shape[-1], 6))
+  want = plain(x, kernel, stride, k // 2)
+  np.testing.assert_allclose(conv2d(x, kernel, stride, k // 2), want, rtol=1e-5, atol=1e-4)
+  cotangent = jax.random.normal(kg, want.shape)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w, stride, k // 2) * cotangent)  # noqa: E731
+  got = jax.jit(jax.grad(loss(conv2d), argnums=(0, 1)))(x, kernel)
+  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+  for g, r in zip(got, ref):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_parameters_and_init_are_nn_conv_s():
+  x = jnp.zeros((1, 6, 6, 4))
+  ours = Conv(8, 3, bias_init=nn.initializers.constant(0.5)).init(jax.random.key(3), x)
+  conv = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)),
+                 bias_init=nn.initializers.constant(0.5)).init(jax.random.key(3), x)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, ours, conv)
+
+
+def test_bfloat16_gradient_keeps_the_kernel_dtype():
+  x = jnp.ones((1, 5, 5, 3), jnp.bfloat16)
+  kernel = jnp.ones((3, 3, 3, 2), jnp.bfloat16)
+  dk = jax.grad(lambda k: conv2d(x, k).astype(jnp.float32).sum())(kernel)
+  assert dk.dtype == jnp.bfloat16
