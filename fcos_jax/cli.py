@@ -31,13 +31,11 @@ def fail(message: str) -> NoReturn:
   sys.stdout.flush()
   sys.stderr.write(f'error: {message}\n')
   sys.stderr.flush()
-  os._exit(1) if _threads_may_hang() else sys.exit(1)
-
-
-def _threads_may_hang() -> bool:
-  # orbax/TF background threads can print "sys.meta_path is None" tracebacks while a normal
-  # interpreter shutdown runs after an error; nothing is left to flush once we report.
-  return 'orbax.checkpoint' in sys.modules
+  if 'orbax.checkpoint' in sys.modules:
+    # orbax's background threads print "sys.meta_path is None" tracebacks during a normal
+    # shutdown after an error; what must be flushed was closed by `finally` blocks already.
+    os._exit(1)
+  sys.exit(1)
 
 
 def _unknown_config_key(e: Exception, argv) -> str:
