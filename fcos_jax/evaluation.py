@@ -335,13 +335,14 @@ def score_results_file(config, path: str, *, split: Optional[str] = None,
 def evaluate(config, model, variables, *, workdir: Optional[str] = None,
              split: Optional[str] = None, annotations: Optional[str] = None,
              tag: str = 'eval', progress: bool = False, oracle_centerness: bool = False,
-             class_prob: bool = False) -> Dict[str, Any]:
+             class_prob: bool = False, keep_outputs: bool = False) -> Dict[str, Any]:
   """Predict over the split on every process, gather on process 0, score with COCOeval.
 
   Returns (on every process) the metrics dict; process 0 also writes
   `{workdir}/{tag}_metrics.json` and `{workdir}/{tag}_detections.json` when `workdir` is given,
-  and keeps the detections and ground truth under 'results' and 'ground_truth' with
-  `class_prob` (for the error analysis). `oracle_centerness`, `class_prob`: see `predict_split`.
+  and, with `keep_outputs`, returns the detections and ground truth under 'results' and
+  'ground_truth' (error analysis, pictures). `oracle_centerness`, `class_prob`: see
+  `predict_split`.
   """
   split = split or config.data.eval_split
   pred = predict_split(config, model, variables, split=split, progress=progress,
@@ -358,6 +359,6 @@ def evaluate(config, model, variables, *, workdir: Optional[str] = None,
   metrics.update(score(gt, results, num_images))
   if workdir is not None:
     write_outputs(workdir, tag, metrics, results)
-  if class_prob:
+  if keep_outputs:
     metrics.update(results=results, ground_truth=gt)
   return metrics

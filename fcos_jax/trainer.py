@@ -220,7 +220,7 @@ def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str,
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   num_pictures = config.get('eval_pictures', 0)
   metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}',
-                                class_prob=bool(num_pictures))
+                                keep_outputs=bool(num_pictures))
   if num_pictures and writer is not None and 'ground_truth' in metrics:
     from fcos_jax.analysis import error_analysis
     with writer.as_default():

@@ -86,7 +86,8 @@ def main(argv):
   out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
   metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
                                 annotations=_ANNOTATIONS.value, tag=f'offline_eval_{step}',
-                                progress=True, class_prob=bool(_ANALYSIS.value))
+                                progress=True, class_prob=bool(_ANALYSIS.value),
+                                keep_outputs=bool(_ANALYSIS.value))
   if jax.process_index() == 0:
     print(f'checkpoint step {step}, split {split!r}')
     print_metrics(metrics)
