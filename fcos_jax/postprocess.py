@@ -32,16 +32,24 @@ def decode_boxes(ltrb, xy, scale):
 
 
 def box_iou_one_to_many(box, boxes):
-  """IoU of one box [4] against boxes [K, 4]."""
-  ix0 = jnp.maximum(box[0], boxes[:, 0])
-  iy0 = jnp.maximum(box[1], boxes[:, 1])
-  ix1 = jnp.minimum(box[2], boxes[:, 2])
-  iy1 = jnp.minimum(box[3], boxes[:, 3])
+  """IoU of box [..., 4] against boxes [..., K, 4] (same leading dims): [..., K]."""
+  box = box[..., None, :]
+  ix0 = jnp.maximum(box[..., 0], boxes[..., 0])
+  iy0 = jnp.maximum(box[..., 1], boxes[..., 1])
+  ix1 = jnp.minimum(box[..., 2], boxes[..., 2])
+  iy1 = jnp.minimum(box[..., 3], boxes[..., 3])
   inter = jnp.maximum(ix1 - ix0, 0) * jnp.maximum(iy1 - iy0, 0)
-  area = (box[2] - box[0]) * (box[3] - box[1])
-  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
+  areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
   union = area + areas - inter
   return inter / jnp.where(union > 0, union, 1.0)
+
+
+def _take(x, idx):
+  """x[..., idx[...], ...] along the candidate axis (-1 for [..., K], -2 for [..., K, 4])."""
+  if x.ndim == idx.ndim:
+    return jnp.take_along_axis(x, idx, axis=-1)
+  return jnp.take_along_axis(x, idx[..., None], axis=-2)
 
 
 def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_output: int):
@@ -52,51 +60,47 @@ def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_o
   picks the best remaining box and suppresses its overlaps, O(max_output * K) work and no K x K
   matrix. Ties in score go to the lower index.
 
-  Args: boxes [K, 4], scores [K], classes [K], valid [K]. Returns indices [max_output] into the
-  inputs and a mask [max_output] of which are real.
+  Args: boxes [..., K, 4], scores [..., K], classes [..., K], valid [..., K] (any leading batch
+  dims, handled inside the loop rather than by `vmap`, so that the loop exports to ONNX as one
+  Loop). Returns indices [..., max_output] into the inputs and a mask of which are real.
   """
   boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
   alive = jnp.asarray(valid, bool)
+  positions = jnp.arange(scores.shape[-1])
 
   def step(alive, _):
-    masked = jnp.where(alive, scores, -jnp.inf)
-    i = jnp.argmax(masked)
-    found = alive[i]
-    suppress = (box_iou_one_to_many(boxes[i], boxes) > iou_threshold) & (classes == classes[i])
-    alive = alive & ~suppress & found
-    alive = alive.at[i].set(False)
-    return alive, (i, found)
+    i = jnp.argmax(jnp.where(alive, scores, -jnp.inf), axis=-1)[..., None]  # [..., 1]
+    found = _take(alive, i)
+    suppress = ((box_iou_one_to_many(_take(boxes, i)[..., 0, :], boxes) > iou_threshold)
+                & (classes == _take(classes, i)))
+    # `!= i` rather than `.at[i].set(False)`: a mask needs no scatter.
+    alive = alive & ~suppress & found & (positions != i)
+    return alive, (i[..., 0], found[..., 0])
 
   _, (idx, found) = jax.lax.scan(step, alive, None, length=max_output)
-  return idx, found
+  return jnp.moveaxis(idx, 0, -1), jnp.moveaxis(found, 0, -1)
 
 
-def postprocess_image(cls_logits, bbox_reg, centerness, *,
-                      image_size: Tuple[int, int],
-                      clip_size: Optional[jnp.ndarray] = None,
-                      strides: Sequence[int],
-                      location_mode: str = 'half',
-                      norm_reg_targets: bool = False,
-                      score_threshold: float = 0.05,
-                      threshold_on_combined: bool = False,
-                      pre_nms_top_n: int = 1000,
-                      nms_threshold: float = 0.6,
-                      max_detections: int = 100,
-                      sqrt_score: bool = True,
-                      drop_outside: bool = False,
-                      centerness_from_logits: bool = True) -> Detections:
-  """Detections for one image from its flat outputs [N, C], [N, 4], [N].
+class _Candidates(NamedTuple):
+  boxes: jnp.ndarray        # [P, 4] decoded, clipped
+  scores: jnp.ndarray       # [P] final scores; 0 where not ok
+  classes: jnp.ndarray      # [P] int32
+  ok: jnp.ndarray           # [P] bool
+  class_probs: jnp.ndarray  # [P]
 
-  Per level: keep (location, class) pairs whose class probability (or, with
-  `threshold_on_combined`, the final score, as torchvision does) exceeds `score_threshold`, take the
-  `pre_nms_top_n` best by class probability x centerness, decode, clip to `clip_size` (h, w) (the
-  unpadded image; default the padded input), then class-wise NMS over all levels and keep the best
-  `max_detections`. Final score = cls x centerness, or its square root with `sqrt_score`.
-  `centerness` holds logits, or probabilities used as they are when `centerness_from_logits` is
-  False (e.g. the ground-truth centerness of the oracle evaluation). `drop_outside`: locations
-  whose centre is outside the unpadded image (x >= w or y >= h) and boxes that clip to zero area
-  never enter the candidates (torchvision keeps them: False reproduces it).
-  """
+
+def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
+                image_size: Tuple[int, int],
+                strides: Sequence[int],
+                location_mode: str = 'half',
+                norm_reg_targets: bool = False,
+                score_threshold: float = 0.05,
+                threshold_on_combined: bool = False,
+                pre_nms_top_n: int = 1000,
+                sqrt_score: bool = True,
+                drop_outside: bool = False,
+                centerness_from_logits: bool = True) -> _Candidates:
+  """The per-level top-k candidates of one image (see `postprocess_image`)."""
   pts = points_lib.make_points(image_size, strides, location_mode)
   num_classes = cls_logits.shape[-1]
   prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
@@ -109,13 +113,13 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   passed = (combined if threshold_on_combined else prob) > score_threshold
 
   scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
-  if clip_size is None:
-    clip_size = jnp.asarray(image_size, jnp.float32)
   clip_size = jnp.asarray(clip_size, jnp.float32)
-  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])
+  # [1, 4] rather than [4]: explicit ranks keep the ONNX converter's broadcasting right.
+  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])[None]
   if drop_outside:  # every location's clipped box: [N, 4] is cheap next to [N, C] scores
     xy = jnp.asarray(pts.xy)
-    all_boxes = jnp.clip(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0, upper)
+    all_boxes = jnp.minimum(
+        jnp.maximum(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0), upper)
     inside = (xy[:, 0] < clip_size[1]) & (xy[:, 1] < clip_size[0])
     nonempty = (all_boxes[:, 2] > all_boxes[:, 0]) & (all_boxes[:, 3] > all_boxes[:, 1])
     passed = passed & (inside & nonempty)[:, None]
@@ -128,8 +132,11 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
     flat_score = jnp.where(passed[sl], combined[sl], -jnp.inf).reshape(-1)
     k = min(pre_nms_top_n, n * num_classes)
     top_score, top_idx = jax.lax.top_k(flat_score, k)
-    cand_loc.append(start + top_idx // num_classes)
-    cand_cls.append(top_idx % num_classes)
+    # lax.div truncates (= floor for these non-negative indices) without the sign fix-ups of
+    # `//` and `%`, which the ONNX converter mishandles under a symbolic batch dimension.
+    top_loc = jax.lax.div(top_idx, num_classes)
+    cand_loc.append(start + top_loc)
+    cand_cls.append(top_idx - top_loc * num_classes)
     cand_score.append(top_score)
     cand_ok.append(top_score > -jnp.inf)
     start += n
@@ -137,30 +144,60 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *,
   cls = jnp.concatenate(cand_cls).astype(jnp.int32)
   ok = jnp.concatenate(cand_ok)
   score = jnp.where(ok, jnp.concatenate(cand_score), 0.0)
-
   boxes = decode_boxes(bbox_reg.astype(jnp.float32)[loc], jnp.asarray(pts.xy)[loc], scale[loc])
-  boxes = jnp.clip(boxes, 0.0, upper)
+  boxes = jnp.minimum(jnp.maximum(boxes, 0.0), upper)
+  return _Candidates(boxes, score, cls, ok, prob[loc, cls])
 
-  keep, found = class_wise_nms(boxes, score, cls, ok, iou_threshold=nms_threshold,
-                               max_output=max_detections)
+
+def _detections(cand: _Candidates, *, nms_threshold: float,
+                max_detections: int) -> Detections:
+  """Class-wise NMS over the candidates [..., P] and the fixed-size output rows."""
+  keep, found = class_wise_nms(cand.boxes, cand.scores, cand.classes, cand.ok,
+                               iou_threshold=nms_threshold, max_output=max_detections)
   return Detections(
-      boxes=jnp.where(found[:, None], boxes[keep], 0.0),
-      scores=jnp.where(found, score[keep], 0.0),
-      classes=jnp.where(found, cls[keep], -1),
+      boxes=jnp.where(found[..., None], _take(cand.boxes, keep), 0.0),
+      scores=jnp.where(found, _take(cand.scores, keep), 0.0),
+      classes=jnp.where(found, _take(cand.classes, keep), -1),
       valid=found,
-      num_valid=jnp.sum(found).astype(jnp.int32),
-      class_probs=jnp.where(found, prob[loc[keep], cls[keep]], 0.0))
+      num_valid=jnp.sum(found, axis=-1).astype(jnp.int32),
+      class_probs=jnp.where(found, _take(cand.class_probs, keep), 0.0))
+
+
+def postprocess_image(cls_logits, bbox_reg, centerness, *, image_size: Tuple[int, int],
+                      clip_size: Optional[jnp.ndarray] = None, **kwargs) -> Detections:
+  """Detections for one image from its flat outputs [N, C], [N, 4], [N].
+
+  Per level: keep (location, class) pairs whose class probability (or, with
+  `threshold_on_combined`, the final score, as torchvision does) exceeds `score_threshold`, take the
+  `pre_nms_top_n` best by class probability x centerness, decode, clip to `clip_size` (h, w) (the
+  unpadded image; default the padded input), then class-wise NMS over all levels and keep the best
+  `max_detections`. Final score = cls x centerness, or its square root with `sqrt_score`.
+  `centerness` holds logits, or probabilities used as they are when `centerness_from_logits` is
+  False (e.g. the ground-truth centerness of the oracle evaluation). `drop_outside`: locations
+  whose centre is outside the unpadded image (x >= w or y >= h) and boxes that clip to zero area
+  never enter the candidates (torchvision keeps them: False reproduces it).
+  """
+  det = postprocess(cls_logits[None], bbox_reg[None], centerness[None], image_size=image_size,
+                    clip_sizes=None if clip_size is None else jnp.asarray(clip_size)[None],
+                    **kwargs)
+  return jax.tree_util.tree_map(lambda x: x[0], det)
 
 
 def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None,
+                nms_threshold: float = 0.6, max_detections: int = 100,
                 **kwargs) -> Detections:
-  """`postprocess_image` over a batch; `clip_sizes` [B, 2] optional unpadded (h, w)."""
-  def one(c, r, t, cs):
-    return postprocess_image(c, r, t, image_size=tuple(image_size), clip_size=cs, **kwargs)
+  """`postprocess_image` over a batch; `clip_sizes` [B, 2] optional unpadded (h, w); keyword
+  arguments as `_candidates` (strides, thresholds, ...) plus the NMS settings.
+
+  The candidates are found per image (`vmap`), the NMS loop runs over the whole batch at once.
+  """
   if clip_sizes is None:
     clip_sizes = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32),
                                   (cls_logits.shape[0], 2))
-  return jax.vmap(one)(cls_logits, bbox_reg, centerness, clip_sizes)
+  cand = jax.vmap(lambda c, r, t, cs: _candidates(c, r, t, cs, image_size=tuple(image_size),
+                                                  **kwargs))(
+      cls_logits, bbox_reg, centerness, clip_sizes)
+  return _detections(cand, nms_threshold=nms_threshold, max_detections=max_detections)
 
 
 def postprocess_kwargs(config) -> dict:
