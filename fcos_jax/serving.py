@@ -1,12 +1,14 @@
-"""The exported inference artifact: writing it and running it with nothing but JAX and numpy.
+"""The exported inference artifact: writing it in a format and running it.
 
-An export directory holds, per padded input shape (one per aspect bucket):
-  `detector_{H}x{W}.jax_export`: uint8 images [B, H, W, 3] + unpadded sizes [B, 2] -> detections
-      (model + decode + NMS, static output shapes), serialized with `jax.export` (StableHLO),
-      batch dimension symbolic;
-  `params.npz`: the inference variables only (no optimizer state), keys '/'-joined tree paths;
-  `metadata.json`: preprocessing settings, class names and COCO category ids.
-`Detector` loads it and maps original images to detections in original pixels.
+An export directory holds `metadata.json` (preprocessing settings, class names and COCO category
+ids, the format and its files) and, per padded input shape (one per aspect bucket), the
+detection function: uint8 images [B, H, W, 3] + unpadded sizes [B, 2] -> fixed-size detections
+(normalization, model, decode, per-level top-k, class-wise NMS), in one of the formats of
+`fcos_jax.exporters`:
+  stablehlo: `detector_{H}x{W}.jax_export` (`jax.export`) + `params.npz`; needs JAX to run;
+  onnx: `detector_{H}x{W}.onnx` (jax2onnx), weights inside; runs with onnxruntime;
+  savedmodel: `saved_model/`, a signature per shape (jax2tf); runs with TensorFlow.
+`Detector` loads any of them and maps original images to detections in original pixels.
 
 The artifact always takes uint8 images padded to the bucket shapes (rounded sizes). It does not
 follow the torchvision-exact evaluation (`data.torchvision_exact`: float pixels, floored sizes,
@@ -17,89 +19,82 @@ measured difference.
 
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcos_jax import errors, inference
+from fcos_jax import errors, exporters, inference
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import sizes
 
 OUTPUT_KEYS = ('boxes', 'scores', 'classes', 'valid', 'num_valid')
+OUTPUTS = {
+    'boxes': 'float32 [B, K, 4]: x0, y0, x1, y1 in the pixels of the resized (unpadded) image; '
+             '0 on padding rows',
+    'scores': 'float32 [B, K]: descending; 0 on padding rows',
+    'classes': 'int32 [B, K]: index into class_names / category_ids; -1 on padding rows',
+    'valid': 'bool [B, K]: which rows are detections',
+    'num_valid': 'int32 [B]: number of detections (the first rows)',
+}
 
 
-def _flatten(tree, prefix=()) -> Dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out['/'.join(prefix + (k,))] = np.asarray(v)
-  return out
-
-
-def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
-  tree: Dict[str, Any] = {}
-  for key, v in flat.items():
-    node = tree
-    *path, leaf = key.split('/')
-    for p in path:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
-
-
-def export_detector(config, model, variables, out_dir: str, categories) -> Dict[str, Any]:
-  """Writes the artifact for every bucket shape of `config.data` (eval sizes) into out_dir.
-
-  `categories`: the dataset's `Categories`; metadata names the class of every model output.
-  """
-  os.makedirs(out_dir, exist_ok=True)
-  host_vars = jax.tree_util.tree_map(
-      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
-      {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})})
-  flat = _flatten(host_vars)
-  np.savez(os.path.join(out_dir, 'params.npz'), **flat)
+def detection_fn(config, model) -> Callable[..., Dict[str, jax.Array]]:
+  """The exported function: (variables, uint8 images [B,H,W,3], int32 sizes [B,2]) -> outputs."""
   predict = inference.make_predict_fn(config, model)
 
   def fn(variables, images, image_sizes):
     det = predict(variables, images, image_sizes)
     return {k: getattr(det, k) for k in OUTPUT_KEYS}
+  return fn
 
-  d = config.data
-  shapes = sizes.eval_shapes(d)
-  var_specs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                     _unflatten(flat))
-  (batch,) = jax.export.symbolic_shape('b')
-  files = []
-  for h, w in shapes:
-    exported = jax.export.export(jax.jit(fn))(
-        var_specs, jax.ShapeDtypeStruct((batch, h, w, 3), jnp.uint8),
-        jax.ShapeDtypeStruct((batch, 2), jnp.int32))
-    name = f'detector_{h}x{w}.jax_export'
-    with open(os.path.join(out_dir, name), 'wb') as f:
-      f.write(exported.serialize())
-    files.append({'file': name, 'height': h, 'width': w})
-  metadata = export_metadata(config, categories, files)
+
+def inference_variables(variables) -> Dict[str, Any]:
+  """`params` and `batch_stats` as host numpy arrays (no optimizer state)."""
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
+      {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})})
+
+
+def export_detector(config, model, variables, out_dir: str, categories,
+                    fmt: str = 'stablehlo') -> Dict[str, Any]:
+  """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
+  into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
+  class of every model output."""
+  writer = exporters.module(fmt)
+  os.makedirs(out_dir, exist_ok=True)
+  shapes = sizes.eval_shapes(config.data)
+  metadata = export_metadata(config, categories,
+                             [{'height': h, 'width': w} for h, w in shapes], fmt)
+  metadata['models'] = writer.write(detection_fn(config, model), inference_variables(variables),
+                                    shapes, out_dir, metadata)
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)
   return metadata
 
 
-def export_metadata(config, categories, files: List[Dict[str, Any]]) -> Dict[str, Any]:
+def export_metadata(config, categories, files: List[Dict[str, Any]],
+                    fmt: str = 'stablehlo') -> Dict[str, Any]:
   """What a consumer needs beside the programs: shapes, preprocessing, class names and ids."""
   d = config.data
   class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
   names = dict(zip(categories.ids, categories.names))
   metadata = {
       'format': 'fcos_jax export v1',
+      'runtime': fmt,
       'models': files,
+      'inputs': {'images': 'uint8 [B, H, W, 3] RGB, (H, W) one of the models\' shapes',
+                 'image_sizes': 'int32 [B, 2]: (h, w) of each resized image before padding'},
+      'outputs': OUTPUTS,
       'preprocessing': {'min_size': d.eval_min_size, 'max_size': d.max_size,
                         'pixel_mean': list(d.pixel_mean), 'pixel_std': list(d.pixel_std),
                         'size_divisibility': d.size_divisibility,
-                        'resize': 'bilinear, no antialiasing, sizes rounded',
+                        'resize': 'scale = min(min_size / shorter side, max_size / longer side) '
+                                  'in float32, each side round(side * scale) (at least 1); '
+                                  'bilinear, no antialiasing, rounded to uint8',
+                        'bucket': 'images with h > w run on the second model (portrait) when '
+                                  'there are two, all others on the first',
                         'note': 'images are uint8 RGB, padded bottom/right with zeros; '
                                 'normalization happens inside the exported function'},
       'torchvision_exact': False,
@@ -123,19 +118,17 @@ class Detector:
   def from_model(cls, config, model, variables, categories) -> 'Detector':
     """The same interface over an in-process model (a training workdir or params checkpoint),
     with the export's preprocessing and outputs."""
-    predict = jax.jit(inference.make_predict_fn(config, model))
+    detect = jax.jit(detection_fn(config, model))
 
-    class _Program:
-      def call(self, variables, images, image_sizes):
-        det = predict(variables, images, image_sizes)
-        return {k: getattr(det, k) for k in OUTPUT_KEYS}
+    def program(images, image_sizes):
+      out = detect(variables, jnp.asarray(images, jnp.uint8), jnp.asarray(image_sizes, jnp.int32))
+      return {k: np.asarray(v) for k, v in out.items()}
 
     self = cls.__new__(cls)
     shapes = sizes.eval_shapes(config.data)
     self.metadata = export_metadata(config, categories,
-                                    [{'file': None, 'height': h, 'width': w} for h, w in shapes])
-    self.variables = variables
-    self.models = {shape: _Program() for shape in shapes}
+                                    [{'height': h, 'width': w} for h, w in shapes], 'in-process')
+    self.models = {shape: program for shape in shapes}
     self.class_names = self.metadata['class_names']
     self.category_ids = self.metadata['category_ids']
     return self
@@ -147,17 +140,12 @@ class Detector:
     try:
       with open(path) as f:
         self.metadata = json.load(f)
-      path = os.path.join(export_dir, 'params.npz')
-      with np.load(path) as z:
-        self.variables = jax.device_put(_unflatten({k: z[k] for k in z.files}))
-      self.models = {}
-      for m in self.metadata['models']:
-        path = os.path.join(export_dir, m['file'])
-        with open(path, 'rb') as f:
-          self.models[(m['height'], m['width'])] = jax.export.deserialize(bytearray(f.read()))
+      fmt = self.metadata.get('runtime', 'stablehlo')
+      runner = exporters.module(fmt)
     except Exception as e:  # noqa: BLE001 - a damaged export: name the file
       raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
                              f'{str(e)[:120]})') from None
+    self.models = runner.load(export_dir, self.metadata)
     self.class_names: List[str] = self.metadata['class_names']
     self.category_ids: List[int] = self.metadata['category_ids']
 
@@ -170,9 +158,7 @@ class Detector:
     shape = tuple(images.shape[1:3])
     if shape not in self.models:
       raise ValueError(f'input shape {shape} is not one of the exported shapes {self.shapes}')
-    out = self.models[shape].call(self.variables, jnp.asarray(images, jnp.uint8),
-                                  jnp.asarray(image_sizes, jnp.int32))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return self.models[shape](images, image_sizes)
 
   def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
     """One original uint8 RGB image -> padded input [H, W, 3] and its resized (h, w)."""

@@ -208,6 +208,12 @@ def test_evaluate_and_export_restore_the_workdir(reference_run, data_dir, tmp_pa
   assert out.returncode == 0, out.stderr[-4000:]
   assert 'exported checkpoint step 12' in out.stdout
   assert os.path.exists(tmp_path / 'export' / 'metadata.json')
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'export.py'), *common,
+                        f'--out={tmp_path / "export_tf"}', '--format=savedmodel'], cwd=ROOT,
+                       env=env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert '(savedmodel): saved_model;' in out.stdout
+  assert os.path.exists(tmp_path / 'export_tf' / 'saved_model' / 'saved_model.pb')
 
 
 def test_fine_tuning_a_detector_of_other_classes(data_dir, tmp_path):

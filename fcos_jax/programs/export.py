@@ -2,12 +2,14 @@
 
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
+      [--format stablehlo|onnx|savedmodel] [--overwrite]
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
-(model + decode + NMS, static output shapes) serialized with `jax.export` (StableHLO, symbolic
-batch dimension), the inference parameters (no optimizer state) and metadata.json with the
-preprocessing settings and class names. Run it with `fcos_jax.serving.Detector` (JAX + numpy
-only) or `predict.py --export EXPORT_DIR`.
+(normalization, model, decode, top-k, NMS; static output shapes; dynamic batch) in the chosen
+format: `jax.export` StableHLO + params.npz (default; runs with JAX), ONNX (onnxruntime,
+TensorRT) or a TensorFlow SavedModel (TensorFlow / TF Serving), and metadata.json with the
+preprocessing settings and class names. Run any of them with `fcos_jax.serving.Detector` or
+`predict.py --export EXPORT_DIR`.
 """
 
 import os
@@ -23,6 +25,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_conf
                                           lock_config=True)
 cli.define_weights_flags()
 _OUT = flags.DEFINE_string('out', None, 'Export directory to write.')
+_FORMAT = flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'onnx', 'savedmodel'],
+                            'stablehlo: jax.export (needs JAX); onnx: jax2onnx (onnxruntime, '
+                            'TensorRT); savedmodel: jax2tf (TensorFlow, TF Serving).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
 flags.mark_flags_as_required(['config', 'out'])
 
 
@@ -30,15 +36,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
-  from fcos_jax import serving
+  from fcos_jax import errors, exporters, serving
   from fcos_jax.data import input_pipeline
   config = cli.get_config(_CONFIG)
+  out = _OUT.value
+  if os.path.isdir(out) and os.listdir(out) and not _OVERWRITE.value:
+    raise errors.UserError(f'{out} is not empty: give another --out, or --overwrite to write '
+                           'into it')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.UserError(f'--out {out} is a file, not a directory')
+  exporters.require(_FORMAT.value)
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
-  meta = serving.export_detector(config, model, variables, _OUT.value, categories)
-  size = sum(os.path.getsize(os.path.join(_OUT.value, f)) for f in os.listdir(_OUT.value))
-  print(f'exported checkpoint step {step} to {_OUT.value}: '
-        f'{", ".join(m["file"] for m in meta["models"])}; {size / 2**20:.1f} MiB in all')
+  meta = serving.export_detector(config, model, variables, out, categories, _FORMAT.value)
+  size = sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(out) for f in files)
+  print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}): '
+        f'{", ".join(sorted({m["file"] for m in meta["models"]}))}; {size / 2**20:.1f} MiB in all')
 
 
 def run():

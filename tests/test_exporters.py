@@ -1,0 +1,270 @@
+"""ONNX and SavedModel exports give the in-process JAX model's detections and head outputs.
+
+Parity as for the torchvision import: a tiny model and the R50-FPN torchvision-layout model with
+perturbed weights (`tests/torchvision_model.py`), random images and synthetic shapes images,
+batch 1 and 3 (the batch dimension is dynamic), both aspect buckets. Detections: same count,
+labels equal, boxes within 1e-2 px, scores within 1e-4; two detections whose scores differ by
+less than float32 rounding may come out in either order (matched one-to-one, not by row).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch  # noqa: F401 - torch before TensorFlow in one process
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fcos_jax import exporters, serving
+from fcos_jax.configs import coco_torchvision
+from fcos_jax.data import categories as categories_lib
+from fcos_jax.data import sizes as sizes_lib
+from fcos_jax.data import synthetic
+from fcos_jax.exporters import onnx_model, saved_model
+from fcos_jax.models import fcos
+from fcos_jax.normalize import image_normalizer
+from fcos_jax.tools import import_torchvision
+from tests import tiny_config
+from tests.torchvision_model import randomized_fcos
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORMATS = ('onnx', 'savedmodel')
+BOX_TOL, SCORE_TOL, RAW_RTOL = 1e-2, 1e-4, 1e-4
+
+
+def assert_same_detections(got, want):
+  """Per image: same count; every row matches an unused reference row of the same class with
+  its score within SCORE_TOL and its box within BOX_TOL."""
+  np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
+  np.testing.assert_array_equal(got['valid'], want['valid'])
+  for i, n in enumerate(want['num_valid']):
+    unused = list(range(n))
+    for k in range(n):
+      match = [j for j in unused
+               if got['classes'][i, k] == want['classes'][i, j]
+               and abs(got['scores'][i, k] - want['scores'][i, j]) <= SCORE_TOL
+               and np.abs(got['boxes'][i, k] - want['boxes'][i, j]).max() <= BOX_TOL]
+      assert match, (i, k, got['classes'][i, k], got['scores'][i, k], got['boxes'][i, k])
+      unused.remove(min(match, key=lambda j: abs(got['scores'][i, k] - want['scores'][i, j])))
+    # Beyond near-ties the order is the reference's.
+    np.testing.assert_allclose(got['scores'][i, :n], want['scores'][i, :n], atol=SCORE_TOL)
+
+
+def build(kind):
+  if kind == 'tiny':
+    config = tiny_config.get_config()
+    config.postprocess.score_threshold = 0.0  # a random model: keep plenty of detections
+    model = fcos.create_model(config.model)
+    variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 64, 96, 3)))
+    variables = jax.tree_util.tree_map(
+        lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), variables)
+    cats = categories_lib.Categories((1, 3, 4, 7, 9),
+                                     ('rectangle', 'ellipse', 'triangle', 'cross', 'ring'))
+  else:
+    config = coco_torchvision.get_config()
+    config.data.torchvision_exact = False
+    config.data.eval_min_size, config.data.max_size = 128, 192  # buckets 128x192, 192x128
+    model = fcos.create_model(config.model)
+    like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    state_dict = {k: v.numpy() for k, v in randomized_fcos().state_dict().items()}
+    variables = import_torchvision.convert(state_dict, like, 'fcos')
+    cats = categories_lib.coco()
+  return config, model, variables, cats
+
+
+@pytest.fixture(scope='module', params=['tiny', 'r50'])
+def exported(request, tmp_path_factory):
+  config, model, variables, cats = build(request.param)
+  dirs = {}
+  for fmt in FORMATS:
+    dirs[fmt] = str(tmp_path_factory.mktemp(f'{request.param}_{fmt}'))
+    serving.export_detector(config, model, variables, dirs[fmt], cats, fmt)
+  reference = serving.Detector.from_model(config, model, variables, cats)
+  return request.param, config, model, variables, dirs, reference
+
+
+def batch_inputs(rng, shape, batch):
+  images = rng.integers(0, 256, (batch,) + shape + (3,), dtype=np.uint8)
+  sizes = np.array([[shape[0] - 7 * i, shape[1] - 5 * i] for i in range(batch)], np.int32)
+  return images, sizes
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_detections_match_the_jax_model(exported, fmt):
+  kind, config, _, _, dirs, reference = exported
+  detector = serving.Detector(dirs[fmt])
+  assert detector.metadata['runtime'] == fmt
+  assert sorted(detector.shapes) == sorted(reference.shapes) and len(detector.shapes) == 2
+  rng = np.random.default_rng(7)
+  for shape in detector.shapes:
+    for batch in (1, 3):
+      images, sizes = batch_inputs(rng, shape, batch)
+      got, want = detector(images, sizes), reference(images, sizes)
+      assert got['boxes'].shape == (batch, config.postprocess.max_detections, 4)
+      assert (want['num_valid'] > 0).all()
+      assert_same_detections(got, want)
+  # Synthetic shapes images of both orientations, from original pixels to original pixels.
+  pictures = [synthetic.make_image(rng, h, w, 4, 0.0)[0] for h, w in ((60, 90), (150, 100),
+                                                                      (96, 64))]
+  for got, want in zip(detector.detect_many(pictures, batch_size=3),
+                       reference.detect_many(pictures, batch_size=3)):
+    assert len(want) > 0
+    assert_same_detections(as_arrays(got), as_arrays(want))
+
+
+def as_arrays(dets):
+  """detect()'s list of one image -> the batched arrays of `assert_same_detections`."""
+  return {'num_valid': np.array([len(dets)]), 'valid': np.ones((1, len(dets)), bool),
+          'classes': np.array([[d['label'] for d in dets]]),
+          'scores': np.array([[d['score'] for d in dets]]),
+          'boxes': np.array([[d['bbox'] for d in dets]]).reshape(1, len(dets), 4)}
+
+
+def raw_outputs_fn(config, model, variables):
+  normalize = image_normalizer(config)
+
+  def raw(images, image_sizes):
+    out = model.apply(variables, normalize(images, image_sizes))
+    return out['cls_logits'], out['bbox_reg'], out['centerness']
+  return raw
+
+
+def rel_err(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+def test_raw_head_outputs_match(exported):
+  """The model part alone through both converters: head outputs within 1e-4 relative."""
+  import onnxruntime as ort
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  kind, config, model, variables, _, _ = exported
+  raw = raw_outputs_fn(config, model, variables)
+  shape = sizes_lib.eval_shapes(config.data)[1]
+  images, sizes = batch_inputs(np.random.default_rng(2), shape, 2)
+  want = jax.jit(raw)(images, sizes)
+  (b,) = jax.export.symbolic_shape('b')
+  proto = onnx_model.to_onnx(raw, [jax.ShapeDtypeStruct((b,) + shape + (3,), jnp.uint8),
+                                   jax.ShapeDtypeStruct((b, 2), jnp.int32)],
+                             ('cls_logits', 'bbox_reg', 'centerness'), 'raw')
+  session = ort.InferenceSession(proto.SerializeToString(), providers=['CPUExecutionProvider'])
+  got_onnx = session.run(None, {'images': images, 'image_sizes': sizes})
+  with saved_model._stablehlo_for_tensorflow():
+    got_tf = tf.function(jax2tf.convert(raw, with_gradient=False), autograph=False)(
+        tf.constant(images), tf.constant(sizes))
+  for name, w, o, t in zip(('cls_logits', 'bbox_reg', 'centerness'), want, got_onnx, got_tf):
+    assert o.shape == w.shape == tuple(t.shape), name
+    assert rel_err(o, w) < RAW_RTOL, (kind, name, 'onnx', rel_err(o, w))
+    assert rel_err(t.numpy(), w) < RAW_RTOL, (kind, name, 'tf', rel_err(t.numpy(), w))
+
+
+def test_metadata_travels_inside_each_format(exported):
+  _, _, _, _, dirs, reference = exported
+  for fmt, folder in dirs.items():
+    with open(os.path.join(folder, 'metadata.json')) as f:
+      meta = json.load(f)
+    assert meta['runtime'] == fmt
+    assert meta['class_names'] == reference.class_names
+    assert meta['category_ids'] == reference.category_ids
+    assert {'min_size', 'max_size', 'pixel_mean', 'pixel_std', 'resize', 'bucket'} <= set(
+        meta['preprocessing'])
+    if fmt == 'onnx':
+      import onnx
+      for m in meta['models']:
+        props = {p.key: p.value for p in onnx.load(os.path.join(folder, m['file'])).metadata_props}
+        assert json.loads(props['fcos_jax'])['category_ids'] == meta['category_ids']
+    else:
+      with open(os.path.join(folder, 'saved_model', 'assets.extra', 'metadata.json')) as f:
+        inside = json.load(f)
+      assert inside['class_names'] == meta['class_names']
+      assert inside['preprocessing'] == meta['preprocessing']
+
+
+CONSUMER = r'''
+import sys, json, numpy as np
+sys.modules['jax'] = None  # neither JAX nor this package's model code can be imported
+sys.modules['fcos_jax'] = None
+folder, fmt, inputs = sys.argv[1:4]
+meta = json.load(open(folder + '/metadata.json'))
+z = np.load(inputs)
+m = meta['models'][0]
+if fmt == 'onnx':
+    import onnxruntime as ort
+    s = ort.InferenceSession(folder + '/' + m['file'], providers=['CPUExecutionProvider'])
+    out = dict(zip([o.name for o in s.get_outputs()],
+                   s.run(None, {'images': z['images'], 'image_sizes': z['image_sizes']})))
+else:
+    import tensorflow as tf
+    f = tf.saved_model.load(folder + '/saved_model').signatures[m['signature']]
+    out = {k: v.numpy() for k, v in f(images=tf.constant(z['images']),
+                                        image_sizes=tf.constant(z['image_sizes'])).items()}
+np.savez(inputs + '.out.npz', **out)
+'''
+
+
+def test_exports_run_without_jax(exported, tmp_path):
+  kind, _, _, _, dirs, reference = exported
+  if kind != 'tiny':
+    pytest.skip('the tiny model shows it; the R50 would only take longer')
+  shape = tuple(json.load(open(os.path.join(dirs['onnx'], 'metadata.json')))['models'][0][k]
+                for k in ('height', 'width'))
+  images, sizes = batch_inputs(np.random.default_rng(5), shape, 2)
+  path = str(tmp_path / 'inputs.npz')
+  np.savez(path, images=images, image_sizes=sizes)
+  want = reference(images, sizes)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  for fmt, folder in dirs.items():
+    out = subprocess.run([sys.executable, '-c', CONSUMER, folder, fmt, path], env=env,
+                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    with np.load(path + '.out.npz') as z:
+      assert_same_detections({k: z[k] for k in z.files}, want)
+
+
+def test_require_names_the_extra(monkeypatch):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'jax2onnx' else real(name, *a))
+  with pytest.raises(exporters.errors.UserError, match=r'jax2onnx.*fcos_jax\[onnx\]'):
+    exporters.require('onnx')
+  exporters.require('savedmodel')
+  with pytest.raises(ValueError, match='unknown export format'):
+    exporters.module('tflite')
+
+
+def test_export_command_from_an_imported_torchvision_detector(tmp_path):
+  """import_torchvision -> export.py --params --format onnx -> predict.py --export, as a user
+  runs them; a second export into the same --out is refused without --overwrite."""
+  from PIL import Image
+  from tests.test_user_errors import assert_one_line_error, run
+  torch.save(randomized_fcos().state_dict(), tmp_path / 'fcos.pth')
+  out = run('fcos_jax.tools.import_torchvision', f'--weights={tmp_path / "fcos.pth"}',
+            f'--out={tmp_path / "params"}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  small = ['--config.data.eval_min_size=128', '--config.data.max_size=192',
+           '--config.data.torchvision_exact=False']
+  args = ('export.py', f'--config={ROOT}/configs/coco_torchvision.py',
+          f'--params={tmp_path / "params"}', f'--out={tmp_path / "export"}', '--format=onnx',
+          *small)
+  out = run(*args)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '(onnx): detector_128x192.onnx, detector_192x128.onnx' in out.stdout
+  assert_one_line_error(run(*args), 'export', 'not empty', '--overwrite')
+  image = synthetic.make_image(np.random.default_rng(0), 120, 90, 3, 0.0)[0]
+  Image.fromarray(image).save(tmp_path / 'a.jpg')
+  out = run('predict.py', f'--export={tmp_path / "export"}', f'--image={tmp_path / "a.jpg"}',
+            f'--out={tmp_path / "pred"}', '--min_score=0.0')
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / 'pred' / 'detections.json') as f:
+    dets = next(iter(json.load(f).values()))
+  with open(tmp_path / 'export' / 'metadata.json') as f:
+    meta = json.load(f)
+  assert len(meta['category_ids']) == 91 and len(dets) == 100
+  assert all(d['category_id'] == meta['category_ids'][d['label']]
+             and d['class_name'] == meta['class_names'][d['label']] for d in dets)
+  assert (tmp_path / 'pred' / 'a.png').exists()
