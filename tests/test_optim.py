@@ -1,6 +1,7 @@
 """Optimizer: gradient accumulation (optax.MultiSteps) against the full-batch update."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tests import tiny_config
@@ -9,6 +10,10 @@ from tests.test_train_step import make, put, random_batch
 
 def host(tree):
   return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def copy(tree):
+  return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def test_accumulated_steps_equal_one_step_of_the_whole_batch():
@@ -28,25 +33,24 @@ def test_accumulated_steps_equal_one_step_of_the_whole_batch():
   full, _ = step(state, put(both, mesh))
 
   config.batch_size, config.grad_accum_steps = 4, 2
-  mesh, state, step = make(config, jax.devices()[:1])
-  state, _ = step(state, put(a, mesh))
+  mesh, initial, accumulate = make(config, jax.devices()[:1])
+  state, _ = accumulate(copy(initial), put(a, mesh))
   jax.tree_util.tree_map(np.testing.assert_array_equal, host(state.params), start)  # no update yet
-  acc, _ = step(state, put(a, mesh))
+  acc, _ = accumulate(state, put(a, mesh))
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7),
                          host(acc.params), host(full.params))
 
   # A then B: params move by -lr(8) * mean(g_A, g_B). One-step SGD runs of each half alone move
   # them by -lr(4) * g = -lr(8) / 2 * g (the lr scales with the batch), so the sum of those.
+  # The steps donate their state: each run starts from a copy of the initial one.
   config.grad_accum_steps = 1
+  _, initial_one, one_step = make(config, jax.devices()[:1])
   deltas = []
   for half in (a, b):
-    mesh, state, step = make(config, jax.devices()[:1])
-    after, _ = step(state, put(half, mesh))
+    after, _ = one_step(copy(initial_one), put(half, mesh))
     deltas.append(jax.tree_util.tree_map(lambda x, y: np.asarray(x) - y, after.params, start))
-  config.grad_accum_steps = 2
-  mesh, state, step = make(config, jax.devices()[:1])
-  state, _ = step(state, put(a, mesh))
-  state, _ = step(state, put(b, mesh))
+  state, _ = accumulate(copy(initial), put(a, mesh))
+  state, _ = accumulate(state, put(b, mesh))
   want = jax.tree_util.tree_map(lambda s, da, db: s + da + db, start, *deltas)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                          host(state.params), want)
