@@ -150,6 +150,10 @@ def load_weights(config):
                                     params=FLAGS.params)
 
 
+_BENIGN_ORBAX_WARNINGS = ('Metadata file does not exist', 'Given directory is read only',
+                          'CheckpointManagerOptions.read_only=True')
+
+
 def quiet_library_logs() -> None:
   """Keep orbax's, TF's and JAX's per-operation INFO lines out of the program's log."""
   import logging as std_logging
@@ -159,6 +163,10 @@ def quiet_library_logs() -> None:
     def filter(self, record):
       noisy = ('/orbax/' in record.pathname or '/tensorflow' in record.pathname or
                '/jax/' in record.pathname)
+      # orbax warns on every partial restore of a step's item folder (its metadata file lives
+      # one level up) and on opening checkpoints read-only, as evaluate/export do: both benign.
+      if noisy and str(record.msg).startswith(_BENIGN_ORBAX_WARNINGS):
+        return False
       return record.levelno >= std_logging.WARNING or not noisy
   logging.get_absl_handler().addFilter(_Filter())
 
