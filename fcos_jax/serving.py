@@ -111,8 +111,8 @@ def export_metadata(config, categories, files: List[Dict[str, Any]],
 
 
 class Detector:
-  """Runs an export directory: `Detector(dir)(images, image_sizes)` on preprocessed batches, or
-  `Detector(dir).detect(image)` on one original uint8 RGB image."""
+  """Runs an export directory of any format: `Detector(dir)(images, image_sizes)` on
+  preprocessed batches, or `Detector(dir).detect(image)` on one original uint8 RGB image."""
 
   @classmethod
   def from_model(cls, config, model, variables, categories) -> 'Detector':

@@ -91,15 +91,28 @@ def build(kind):
   return config, model, variables, cats
 
 
-@pytest.fixture(scope='module', params=['tiny', 'r50'])
-def exported(request, tmp_path_factory):
-  config, model, variables, cats = build(request.param)
-  dirs = {}
-  for fmt in FORMATS:
-    dirs[fmt] = str(tmp_path_factory.mktemp(f'{request.param}_{fmt}'))
-    serving.export_detector(config, model, variables, dirs[fmt], cats, fmt)
-  reference = serving.Detector.from_model(config, model, variables, cats)
-  return request.param, config, model, variables, dirs, reference
+@pytest.fixture(scope='module')
+def exports(tmp_path_factory):
+  """kind -> (kind, config, model, variables, {format: export dir}, in-process Detector),
+  built on first use."""
+  built = {}
+
+  def get(kind):
+    if kind not in built:
+      config, model, variables, cats = build(kind)
+      dirs = {}
+      for fmt in FORMATS:
+        dirs[fmt] = str(tmp_path_factory.mktemp(f'{kind}_{fmt}'))
+        serving.export_detector(config, model, variables, dirs[fmt], cats, fmt)
+      reference = serving.Detector.from_model(config, model, variables, cats)
+      built[kind] = (kind, config, model, variables, dirs, reference)
+    return built[kind]
+  return get
+
+
+@pytest.fixture(params=['tiny', 'r50'])
+def exported(request, exports):
+  return exports(request.param)
 
 
 def batch_inputs(rng, shape, batch):
@@ -222,10 +235,10 @@ np.savez(inputs + '.out.npz', **out)
 '''
 
 
-def test_exports_run_without_jax(exported, tmp_path):
-  kind, _, _, _, dirs, reference = exported
-  if kind != 'tiny':
-    pytest.skip('the tiny model shows it; the R50 would only take longer')
+def test_exports_run_without_jax(exports, tmp_path):
+  """Both exports of the tiny model in a process where JAX and this package cannot be imported
+  (the R50's would only take longer)."""
+  _, _, _, _, dirs, reference = exports('tiny')
   shape = tuple(json.load(open(os.path.join(dirs['onnx'], 'metadata.json')))['models'][0][k]
                 for k in ('height', 'width'))
   images, sizes = batch_inputs(np.random.default_rng(5), shape, 2)
@@ -241,14 +254,19 @@ def test_exports_run_without_jax(exported, tmp_path):
       assert_same_detections({k: z[k] for k in z.files}, want)
 
 
-def test_require_names_the_extra(monkeypatch):
-  import importlib.util
-  real = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'jax2onnx' else real(name, *a))
-  with pytest.raises(exporters.errors.UserError, match=r'jax2onnx.*fcos_jax\[onnx\]'):
-    exporters.require('onnx')
-  exporters.require('savedmodel')
+def test_a_missing_converter_names_the_extra(tmp_path):
+  """export.py --format onnx where jax2onnx cannot be imported: one line naming the extra,
+  before any weights are read or anything is written."""
+  from tests.test_user_errors import assert_one_line_error
+  script = ("import sys, runpy; sys.modules['jax2onnx'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+  out = subprocess.run([sys.executable, '-c', script, os.path.join(ROOT, 'export.py'),
+                        f'--config={ROOT}/tests/tiny_config.py', f'--params={tmp_path / "none"}',
+                        f'--out={tmp_path / "export"}', '--format=onnx'],
+                       env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert_one_line_error(out, '--format onnx needs jax2onnx', 'fcos_jax[onnx]')
+  assert not (tmp_path / 'export').exists()
   with pytest.raises(ValueError, match='unknown export format'):
     exporters.module('tflite')
 
