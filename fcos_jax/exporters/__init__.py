@@ -12,6 +12,9 @@ import importlib.util
 from fcos_jax import errors
 
 FORMATS = ('stablehlo', 'onnx', 'savedmodel')
+# StableHLO (also inside SavedModels) is lowered for each, so that an export written on a CPU
+# machine serves on accelerators too.
+PLATFORMS = ('cpu', 'cuda', 'tpu')
 # The packages each format needs to be written, and the extra that installs them.
 _NEEDS = {'stablehlo': ((), None),
           'onnx': (('jax2onnx', 'onnx', 'onnxruntime'), 'onnx'),

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 from fcos_jax import errors
+from fcos_jax.exporters import PLATFORMS
 
 DIRECTORY = 'saved_model'
-PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 @contextlib.contextmanager

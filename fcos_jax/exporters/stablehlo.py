@@ -9,9 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import errors
-
-# Lowered for each so that an export written on a CPU machine serves on accelerators too.
-PLATFORMS = ('cpu', 'cuda', 'tpu')
+from fcos_jax.exporters import PLATFORMS
 
 
 def flatten(tree, prefix=()) -> Dict[str, np.ndarray]:
