@@ -6,8 +6,9 @@
   python predict.py --config configs/shapes.py --workdir /tmp/shapes [--step N] --image ...
 
 Inputs are image or video files, folders (searched recursively) and globs; a video's frames
-are detected and drawn into OUT_DIR/<name>.mp4, its detections keyed '<path>#<frame>'. The model is an export
-(StableHLO, ONNX or SavedModel), or a training workdir / params checkpoint with its config. Writes one picture per input under
+are detected and drawn into OUT_DIR/<name>.mp4, its detections keyed '<path>#<frame>'. The
+model is an export (StableHLO, ONNX or SavedModel), or a training workdir / params checkpoint
+with its config. Writes one picture per input under
 OUT_DIR at the input's path relative to the inputs' common folder (two inputs never share an
 output), OUT_DIR/detections.json ({input path: detections in original pixels}) and
 OUT_DIR/results.json in the COCO results format with each image's file name; with
