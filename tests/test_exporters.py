@@ -71,24 +71,15 @@ def assert_same_detections(got, want):
 
 def build(kind):
   if kind == 'tiny':
-    config = tiny_config.get_config()
-    config.postprocess.score_threshold = 0.0  # a random model: keep plenty of detections
-    model = fcos.create_model(config.model)
-    variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 64, 96, 3)))
-    variables = jax.tree_util.tree_map(
-        lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), variables)
-    cats = categories_lib.Categories((1, 3, 4, 7, 9),
-                                     ('rectangle', 'ellipse', 'triangle', 'cross', 'ring'))
-  else:
-    config = coco_torchvision.get_config()
-    config.data.torchvision_exact = False
-    config.data.eval_min_size, config.data.max_size = 128, 192  # buckets 128x192, 192x128
-    model = fcos.create_model(config.model)
-    like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-    state_dict = {k: v.numpy() for k, v in randomized_fcos().state_dict().items()}
-    variables = import_torchvision.convert(state_dict, like, 'fcos')
-    cats = categories_lib.coco()
-  return config, model, variables, cats
+    return tiny_config.random_detector()
+  config = coco_torchvision.get_config()
+  config.data.torchvision_exact = False
+  config.data.eval_min_size, config.data.max_size = 128, 192  # buckets 128x192, 192x128
+  model = fcos.create_model(config.model)
+  like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  state_dict = {k: v.numpy() for k, v in randomized_fcos().state_dict().items()}
+  variables = import_torchvision.convert(state_dict, like, 'fcos')
+  return config, model, variables, categories_lib.coco()
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from fcos_jax import inference, serving
-from fcos_jax.data.categories import Categories
 from fcos_jax.models import fcos
 from tests import tiny_config
 
@@ -21,14 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  config = tiny_config.get_config()
-  config.postprocess.score_threshold = 0.0  # a random model: keep plenty of detections
-  model = fcos.create_model(config.model)
-  variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 64, 96, 3)))
-  # Perturb the head so detections differ strongly between locations.
-  variables = jax.tree_util.tree_map(
-      lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), variables)
-  cats = Categories((1, 3, 4, 7, 9), ('rectangle', 'ellipse', 'triangle', 'cross', 'ring'))
+  config, model, variables, cats = tiny_config.random_detector()
   out = str(tmp_path_factory.mktemp('export'))
   meta = serving.export_detector(config, model, variables, out, cats)
   return config, model, variables, out, meta

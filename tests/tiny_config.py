@@ -30,3 +30,21 @@ def get_config():
   o.warmup_steps = 2
   o.decay_steps = (10,)
   return config
+
+
+def random_detector():
+  """(config, model, variables, categories) of a randomly initialized tiny model whose weights
+  are perturbed so that detections differ strongly between locations; score threshold 0, so a
+  random model still yields plenty of detections."""
+  import jax
+  import jax.numpy as jnp
+  from fcos_jax.data.categories import Categories
+  from fcos_jax.models import fcos
+  config = get_config()
+  config.postprocess.score_threshold = 0.0
+  model = fcos.create_model(config.model)
+  variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 64, 96, 3)))
+  variables = jax.tree_util.tree_map(
+      lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), variables)
+  cats = Categories((1, 3, 4, 7, 9), ('rectangle', 'ellipse', 'triangle', 'cross', 'ring'))
+  return config, model, variables, cats
