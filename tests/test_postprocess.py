@@ -53,6 +53,25 @@ def test_nms_matches_sequential_greedy(seed, num_classes, thr):
   assert not found[len(want):].any()
 
 
+def test_nms_over_a_batch_matches_sequential_greedy_per_image():
+  """Leading batch dims run inside the loop: each row is its own greedy NMS."""
+  rng = np.random.default_rng(9)
+  b, k = 3, 120
+  boxes = np.stack([random_boxes(rng, k) for _ in range(b)])
+  scores = rng.random((b, k)).astype(np.float32)
+  classes = rng.integers(0, 3, (b, k))
+  valid = rng.random((b, k)) < 0.9
+  idx, found = (np.asarray(x) for x in postprocess.class_wise_nms(
+      boxes, scores, classes, valid, iou_threshold=0.5, max_output=40))
+  assert idx.shape == found.shape == (b, 40)
+  for row in range(b):
+    sel = [i for i in range(k) if valid[row, i]]
+    want = [sel[i] for i in greedy_nms(boxes[row][sel], scores[row][sel], classes[row][sel],
+                                       0.5)][:40]
+    assert len(want) > 10
+    assert list(idx[row][found[row]]) == want
+
+
 def test_nms_truncates_to_max_output_keeping_the_best():
   rng = np.random.default_rng(5)
   boxes = random_boxes(rng, 200)
