@@ -71,18 +71,14 @@ def write(fn, variables, shapes, out_dir: str, metadata) -> List[Dict[str, Any]]
   return files
 
 
-def session(path: str, threads: int = 0):
-  """An onnxruntime CPU session (`threads` 0: onnxruntime's default)."""
-  import onnxruntime as ort
-  options = ort.SessionOptions()
-  options.intra_op_num_threads = threads
-  options.log_severity_level = 3
-  return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-
-
 class _Program:
+  """An onnxruntime CPU session of one model (onnxruntime's default thread count)."""
+
   def __init__(self, path: str):
-    self.session = session(path)
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     self.names = [o.name for o in self.session.get_outputs()]
 
   def __call__(self, images, image_sizes):

@@ -19,13 +19,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from fcos_jax import cli  # noqa: E402
+from fcos_jax import cli, exporters  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
 cli.define_weights_flags()
 _OUT = flags.DEFINE_string('out', None, 'Export directory to write.')
-_FORMAT = flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'onnx', 'savedmodel'],
+_FORMAT = flags.DEFINE_enum('format', 'stablehlo', list(exporters.FORMATS),
                             'stablehlo: jax.export (needs JAX); onnx: jax2onnx (onnxruntime, '
                             'TensorRT); savedmodel: jax2tf (TensorFlow, TF Serving).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
@@ -36,7 +36,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
-  from fcos_jax import errors, exporters, serving
+  from fcos_jax import errors, serving
   from fcos_jax.data import input_pipeline
   config = cli.get_config(_CONFIG)
   out = _OUT.value
