@@ -40,7 +40,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.cases import CASES, TITLES, build_ours, random_data  # noqa: E402
+from benchmarks.cases import TITLES, TORCHVISION_CASES as CASES, build_ours, random_data  # noqa: E402
 
 def torchvision_model(case):
   if case['depth'] == 50:  # the pretrained layout: FrozenBatchNorm2d, stem + layer1 frozen

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import inference, optim, train_step
-from fcos_jax.configs import coco_torchvision
+from fcos_jax.configs import coco_torchvision, shapes
 from fcos_jax.models import fcos
 
 CASES = {
@@ -19,12 +19,16 @@ CASES = {
     'train_r18': dict(train=True, depth=18, size=(256, 320), batch=8),
     'infer_800': dict(train=False, depth=50, size=(800, 1216), batch=1),
     'infer_512': dict(train=False, depth=50, size=(512, 512), batch=1),
+  'train_demo': dict(train=True, depth=18, size=(128, 160), batch=16, demo=True),
 }
+# The cases with a torchvision counterpart (the demo's config has none).
+TORCHVISION_CASES = {k: v for k, v in CASES.items() if not v.get('demo')}
 TITLES = {
     'train_r50': 'R50-FPN train step, 512x512, batch 2',
     'train_r18': 'R18-FPN(128) from scratch train step, 320x256, batch 8',
     'infer_800': 'R50-FPN inference + postprocess, 800x1216, batch 1',
     'infer_512': 'R50-FPN inference + postprocess, 512x512, batch 1',
+  'train_demo': 'the demo (configs/shapes.py) train step, 128x160, batch 16',
 }
 NUM_BOXES = 5
 
@@ -32,7 +36,12 @@ NUM_BOXES = 5
 def jax_config(case, dtype='float32'):
   """configs/coco_torchvision.py (frozen BN, stem + layer1 frozen), or for depth 18 its
   from-scratch variant: GroupNorm backbone, nothing frozen, FPN and head with 128 channels,
-  5 classes."""
+  5 classes. The demo case: configs/shapes.py as it is."""
+  if case.get('demo'):
+    config = shapes.get_config()
+    config.batch_size = case['batch']
+    config.model.dtype = dtype
+    return config
   config = coco_torchvision.get_config()
   config.batch_size = case['batch']
   config.data.max_boxes = 10

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcos_jax.models.conv import Conv, conv2d
+from fcos_jax.models.conv import Conv, conv2d, products_pay_off
 
 
 def plain(x, kernel, stride, padding):
@@ -15,20 +15,39 @@ def plain(x, kernel, stride, padding):
                                       precision=jax.lax.Precision.HIGHEST)
 
 
+@pytest.mark.parametrize('products', [True, False, None])
 @pytest.mark.parametrize('shape,k,stride', [((2, 9, 7, 5), 3, 1), ((2, 9, 7, 5), 3, 2),
                                             ((1, 8, 8, 4), 3, 2), ((1, 11, 10, 3), 7, 2)])
-def test_values_and_gradients_match_the_plain_convolution(shape, k, stride):
+def test_values_and_gradients_match_the_plain_convolution(shape, k, stride, products):
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, shape)
   kernel = jax.random.normal(kw, (k, k, shape[-1], 6))
   want = plain(x, kernel, stride, k // 2)
   np.testing.assert_allclose(conv2d(x, kernel, stride, k // 2), want, rtol=1e-5, atol=1e-4)
   cotangent = jax.random.normal(kg, want.shape)
-  loss = lambda f: lambda x, w: jnp.sum(f(x, w, stride, k // 2) * cotangent)  # noqa: E731
-  got = jax.jit(jax.grad(loss(conv2d), argnums=(0, 1)))(x, kernel)
-  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+  ours = lambda x, w: jnp.sum(conv2d(x, w, stride, k // 2, products) * cotangent)  # noqa: E731
+  ref = lambda x, w: jnp.sum(plain(x, w, stride, k // 2) * cotangent)  # noqa: E731
+  got = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, kernel)
+  ref = jax.grad(ref, argnums=(0, 1))(x, kernel)
   for g, r in zip(got, ref):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_a_layer_above_the_size_rule_takes_the_products_and_matches():
+  x = jax.random.normal(jax.random.key(1), (1, 64, 64, 128))
+  kernel = jax.random.normal(jax.random.key(2), (3, 3, 128, 128)) * 0.05
+  assert products_pay_off((1, 64, 64, 128), kernel.shape)
+  ours = jax.jit(jax.grad(lambda w: jnp.sum(jnp.sin(conv2d(x, w)))))(kernel)
+  hlo = jax.jit(jax.grad(lambda w: jnp.sum(jnp.sin(conv2d(x, w))))).lower(kernel).as_text()
+  assert hlo.count('dot_general') >= 9  # the per-offset products, not XLA's gradient
+  ref = jax.grad(lambda w: jnp.sum(jnp.sin(plain(x, w, 1, 1))))(kernel)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-2)
+
+
+def test_products_only_for_large_layers():
+  assert products_pay_off((2, 64, 64, 256), (3, 3, 256, 256))     # R50 tower at P3
+  assert not products_pay_off((2, 64, 64, 256), (3, 3, 256, 1))   # centerness predictor
+  assert not products_pay_off((16, 16, 20, 64), (3, 3, 64, 64))   # the demo's P3 tower
 
 
 def test_parameters_and_init_are_nn_conv_s():

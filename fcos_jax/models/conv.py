@@ -2,14 +2,16 @@
 
 Why: on XLA's CPU backend the weight gradient of a 3x3 convolution over a large map (the head's
 towers at P3) costs 3-5x the forward; written as one [Cin, B*Ho*Wo] x [B*Ho*Wo, Cout] product per
-kernel offset it costs about 2x (docs/performance.md). The forward and the input gradient stay
+kernel offset it costs about 2x (docs/performance.md). On small maps and few output channels
+XLA's own gradient is faster, so layers choose by size. The forward and the input gradient stay
 XLA's convolution. The kernel keeps `nn.Conv`'s name, shape [K, K, Cin, Cout] and initializer
 call, so checkpoints, the torchvision mapping and initial values are unchanged. Only the CPU
 backend takes this path (it holds K*K shifted copies of the input); GPUs and TPUs keep XLA's.
 """
 
 import functools
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -24,22 +26,12 @@ def _plain(x, kernel, stride, padding):
                                   dimension_numbers=DIMENSIONS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 1) -> jax.Array:
-  """x [B, H, W, Cin] * kernel [K, K, Cin, Cout], `stride`, zero `padding` on each side."""
-  return _plain(x, kernel, stride, padding)
+PRODUCTS_MIN_WORK = 2 ** 26  # multiply-adds per kernel offset, see `products_pay_off`
 
 
-def _conv2d_fwd(x, kernel, stride, padding):
-  return _plain(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv2d_bwd(stride, padding, residuals, g):
-  x, kernel = residuals
-  if jax.default_backend() != 'cpu':  # cuDNN / TPU convolution gradients need no help
-    return jax.vjp(lambda x, w: _plain(x, w, stride, padding), x, kernel)[1](g)
-  dx = jax.vjp(lambda x: _plain(x, kernel, stride, padding), x)[1](g)[0]
-  k, ho, wo = kernel.shape[0], g.shape[1], g.shape[2]
+def weight_gradient_by_products(x, g, kernel_shape, stride, padding):
+  """d(loss)/d(kernel) of `_plain` as one [Cin, B*Ho*Wo] x [B*Ho*Wo, Cout] product per offset."""
+  k, ho, wo = kernel_shape[0], g.shape[1], g.shape[2]
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   g2 = g.reshape(-1, g.shape[-1])
   rows = []
@@ -50,7 +42,44 @@ def _conv2d_bwd(stride, padding, residuals, g):
                         xp.shape[3]), (1, stride, stride, 1))
       rows.append(jnp.dot(seen.reshape(-1, x.shape[-1]).T, g2,
                           preferred_element_type=jnp.float32))
-  return dx, jnp.stack(rows).reshape(kernel.shape).astype(kernel.dtype)
+  return jnp.stack(rows).reshape(kernel_shape)
+
+
+def products_pay_off(g_shape, kernel_shape) -> bool:
+  """Whether the per-offset products beat XLA's CPU weight gradient for this layer.
+
+  Measured per layer shape on a 2-core x86 CPU (docs/performance.md): they win by 1.3-3.4x
+  from about 2^26 multiply-adds per offset (B*Ho*Wo*Cin*Cout; R50 towers at P3-P4, R18 at P3)
+  and lose by 1.2-5x below it (small maps, and the 1-5-channel predictors, whose products are
+  matrix-vector).
+  """
+  return math.prod(g_shape[:3]) * kernel_shape[2] * kernel_shape[3] >= PRODUCTS_MIN_WORK
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 1,
+           products: Optional[bool] = None) -> jax.Array:
+  """x [B, H, W, Cin] * kernel [K, K, Cin, Cout], `stride`, zero `padding` on each side.
+
+  `products`: compute the weight gradient by per-offset matrix products (True), by XLA (False),
+  or by `products_pay_off` on the CPU backend (None; XLA's elsewhere).
+  """
+  return _plain(x, kernel, stride, padding)
+
+
+def _conv2d_fwd(x, kernel, stride, padding, products):
+  return _plain(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv2d_bwd(stride, padding, products, residuals, g):
+  x, kernel = residuals
+  if products is None:  # cuDNN / TPU convolution gradients need no help
+    products = jax.default_backend() == 'cpu' and products_pay_off(g.shape, kernel.shape)
+  if not products:
+    return jax.vjp(lambda x, w: _plain(x, w, stride, padding), x, kernel)[1](g)
+  dx = jax.vjp(lambda x: _plain(x, kernel, stride, padding), x)[1](g)[0]
+  dw = weight_gradient_by_products(x, g, kernel.shape, stride, padding)
+  return dx, dw.astype(kernel.dtype)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
