@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fcos_jax.models.conv import Conv
+from fcos_jax.models.group_norm import GroupNorm
 
 NORMAL_001 = nn.initializers.normal(0.01)
 REGRESSION_ACTIVATIONS = ('exp', 'relu')
@@ -25,8 +26,8 @@ class Tower(nn.Module):
   def __call__(self, x):
     for i in range(self.num_convs):
       x = Conv(self.channels, 3, dtype=self.dtype, kernel_init=NORMAL_001, name=f'conv_{i}')(x)
-      x = nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_epsilon, dtype=self.dtype,
-                       param_dtype=jnp.float32, name=f'gn_{i}')(x)
+      x = GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_epsilon, dtype=self.dtype,
+                    name=f'gn_{i}')(x)
       x = nn.relu(x)
     return x
 

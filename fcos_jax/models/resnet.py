@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from fcos_jax.models.conv import Conv
 from fcos_jax.models.conv1x1 import Conv1x1
+from fcos_jax.models.group_norm import GroupNorm
 from fcos_jax.models.max_pool import max_pool
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -62,8 +63,8 @@ def norm(kind, dtype, name):
   if kind == 'frozen_bn':
     return FrozenBatchNorm(dtype=dtype, name=name)
   if kind == 'gn':
-    return lambda x: nn.GroupNorm(num_groups=math.gcd(32, x.shape[-1]), epsilon=1e-5,
-                                  dtype=dtype, param_dtype=jnp.float32, name=name)(x)
+    return lambda x: GroupNorm(num_groups=math.gcd(32, x.shape[-1]), epsilon=1e-5,
+                               dtype=dtype, name=name)(x)
   raise ValueError(f'backbone norm must be one of {NORMS}, got {kind!r}')
 
 
