@@ -19,7 +19,7 @@ CASES = {
     'train_r18': dict(train=True, depth=18, size=(256, 320), batch=8),
     'infer_800': dict(train=False, depth=50, size=(800, 1216), batch=1),
     'infer_512': dict(train=False, depth=50, size=(512, 512), batch=1),
-  'train_demo': dict(train=True, depth=18, size=(128, 160), batch=16, demo=True),
+    'train_demo': dict(train=True, depth=18, size=(128, 160), batch=16, demo=True),
 }
 # The cases with a torchvision counterpart (the demo's config has none).
 TORCHVISION_CASES = {k: v for k, v in CASES.items() if not v.get('demo')}
@@ -28,7 +28,7 @@ TITLES = {
     'train_r18': 'R18-FPN(128) from scratch train step, 320x256, batch 8',
     'infer_800': 'R50-FPN inference + postprocess, 800x1216, batch 1',
     'infer_512': 'R50-FPN inference + postprocess, 512x512, batch 1',
-  'train_demo': 'the demo (configs/shapes.py) train step, 128x160, batch 16',
+    'train_demo': 'the demo (configs/shapes.py) train step, 128x160, batch 16',
 }
 NUM_BOXES = 5
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcos_jax.models.conv import Conv, conv2d, products_pay_off
+from fcos_jax.models.conv import Conv, conv2d, conv2d_by_product, products_pay_off
 
 
 def plain(x, kernel, stride, padding):
@@ -48,6 +48,31 @@ def test_products_only_for_large_layers():
   assert products_pay_off((2, 64, 64, 256), (3, 3, 256, 256))     # R50 tower at P3
   assert not products_pay_off((2, 64, 64, 256), (3, 3, 256, 1))   # centerness predictor
   assert not products_pay_off((16, 16, 20, 64), (3, 3, 64, 64))   # the demo's P3 tower
+
+
+@pytest.mark.parametrize('shape,k,stride', [((3, 2, 3, 8), 3, 1), ((2, 1, 2, 8), 3, 1),
+                                            ((2, 4, 5, 6), 3, 2), ((1, 4, 4, 5), 5, 1)])
+def test_small_maps_as_one_product_match_the_plain_convolution(shape, k, stride):
+  kx, kw, kg = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(kx, shape)
+  kernel = jax.random.normal(kw, (k, k, shape[-1], 7))
+  want = plain(x, kernel, stride, k // 2)
+  np.testing.assert_allclose(conv2d_by_product(x, kernel, stride, k // 2), want, rtol=1e-5,
+                             atol=1e-4)
+  cotangent = jax.random.normal(kg, want.shape)
+  grads = [jax.grad(lambda x, w: jnp.sum(f(x, w, stride, k // 2) * cotangent), argnums=(0, 1))(
+      x, kernel) for f in (conv2d_by_product, plain)]
+  for g, r in zip(*grads):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_the_module_takes_the_product_on_small_maps_only():
+  def hlo(shape):
+    x = jnp.ones(shape)
+    variables = Conv(8, 3).init(jax.random.key(0), x)
+    return jax.jit(Conv(8, 3).apply).lower(variables, x).as_text()
+  assert 'convolution' not in hlo((2, 4, 4, 3))   # 16 positions: P7 of a 512x512 image
+  assert 'convolution' in hlo((2, 4, 5, 3))
 
 
 def test_parameters_and_init_are_nn_conv_s():
