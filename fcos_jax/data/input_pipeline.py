@@ -127,7 +127,7 @@ def _train_preprocess(data_config, shape, seed, label_map=None):
     boxes = boxes * tf.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
     if data_config.random_flip:
       flip = tf.random.stateless_uniform([], rng[1]) < 0.5
-      image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+      image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
       boxes = tf.cond(flip, lambda: pp.flip_boxes(boxes, new_hw[1]), lambda: boxes)
     out = pp.pad_boxes(boxes, classes, data_config.max_boxes)
     out.update(image=pp.pad_image(image, shape), image_size=new_hw,
