@@ -16,7 +16,9 @@ other processes hits both alike; medians over `--repeats`. The table gives the r
 times and, as a check on a shared machine, of process CPU times (which waiting for a core does not
 inflate). Both use 2 threads (torch
 `set_num_threads(2)`; XLA's CPU client uses one thread per core). Peak memory is the peak RSS of a
-separate process that runs only that side's case (`--no_memory` skips it).
+separate process that runs only that side's case (`--no_memory` skips it). A second table
+puts each case's FLOPs (XLA's cost analysis) against both sides' time and the float32 matmul
+rate of each framework, measured in the same run: the rate a 1.5x ratio would need.
 """
 
 import argparse
@@ -84,6 +86,26 @@ def make_torchvision(case):
   return step
 
 
+def call_gflop(compiled):
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0)) / 1e9
+
+
+def matmul_rates(n=2048, repeats=7):
+  """Best float32 [n, n] x [n, n] GFLOP/s of XLA and of torch: the ceiling either side's
+  convolutions can approach."""
+  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+  ja, ta = jax.numpy.asarray(a), torch.from_numpy(a)
+  dot = jax.jit(lambda x: x @ x)
+  fns = {'xla': lambda: dot(ja).block_until_ready(), 'torch': lambda: ta @ ta}
+  best = {}
+  for k, f in fns.items():  # one side after the other: torch's OpenMP threads spin after a call
+    f()
+    best[k] = 2 * n ** 3 / min(timed(f)[0] for _ in range(repeats)) / 1e9
+  return best
+
+
 def timed(fn):
   """(wall seconds, process CPU seconds) of one call."""
   t, c = time.perf_counter(), time.process_time()
@@ -130,7 +152,8 @@ def main():
         f'{torch.get_num_threads()}; medians of {args.repeats} after {args.warmup} warm-up')
   rows = []
   for name in names:
-    ours, theirs = build_ours(CASES[name]).run, make_torchvision(CASES[name])
+    built = build_ours(CASES[name])
+    ours, theirs = built.run, make_torchvision(CASES[name])
     for _ in range(args.warmup):
       ours()
       theirs()
@@ -141,7 +164,8 @@ def main():
     del ours, theirs
     t_ours, t_tv = np.array(t_ours), np.array(t_tv)
     row = dict(name=name, ours=np.median(t_ours[:, 0]), tv=np.median(t_tv[:, 0]),
-               cpu_ours=np.median(t_ours[:, 1]), cpu_tv=np.median(t_tv[:, 1]))
+               cpu_ours=np.median(t_ours[:, 1]), cpu_tv=np.median(t_tv[:, 1]),
+               gflop=call_gflop(built.compiled))
     if not args.no_memory:
       row['mem_ours'], row['mem_tv'] = peak_rss_gb('ours', name), peak_rss_gb('tv', name)
     rows.append(row)
@@ -155,6 +179,19 @@ def main():
     mem = f"{r['mem_ours']:.2f} / {r['mem_tv']:.2f}" if 'mem_ours' in r else '-'
     print(f"| {TITLES[r['name']]} | {r['ours']:.3f} | {r['tv']:.3f} | {r['tv'] / r['ours']:.2f} | "
           f"{r['cpu_tv'] / r['cpu_ours']:.2f} | {mem} |")
+  peaks = matmul_rates()
+  print()
+  print(f"float32 2048^3 matmul rate of this CPU: XLA {peaks['xla']:.0f} GFLOP/s, torch "
+        f"{peaks['torch']:.0f} GFLOP/s. GFLOP per call from XLA's cost analysis of our program "
+        '(torchvision computes the same convolutions):')
+  print()
+  print('| work | GFLOP per call | fcos_jax GFLOP/s | torchvision GFLOP/s | needed for 1.5x | '
+        "of torch's matmul rate |")
+  print('| --- | --- | --- | --- | --- | --- |')
+  for r in rows:
+    needed = 1.5 * r['gflop'] / r['tv']
+    print(f"| {TITLES[r['name']]} | {r['gflop']:.0f} | {r['gflop'] / r['ours']:.0f} | "
+          f"{r['gflop'] / r['tv']:.0f} | {needed:.0f} | {100 * needed / peaks['torch']:.0f}% |")
 
 
 if __name__ == '__main__':
