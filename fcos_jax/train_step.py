@@ -102,6 +102,18 @@ def make_train_step(config, model, tx, mesh):
   return jax.jit(step, donate_argnums=(0,))
 
 
+def batch_spec(config, image_shape: Tuple[int, int], sharding) -> Dict[str, jax.ShapeDtypeStruct]:
+  """The global train batch of one bucket shape as the step receives it (the pipeline's
+  `train_batch` through `input_pipeline.to_global_arrays`): what the step can be compiled for
+  before any data exists."""
+  b, m = config.batch_size, config.data.max_boxes
+  spec = {'image': ((b, *image_shape, 3), jnp.uint8), 'image_size': ((b, 2), jnp.int32),
+          'boxes': ((b, m, 4), jnp.float32), 'classes': ((b, m), jnp.int32),
+          'box_valid': ((b, m), jnp.bool_)}
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+          for k, (shape, dtype) in spec.items()}
+
+
 def train_batch(batch: Dict[str, Any]) -> Dict[str, Any]:
   """The part of a pipeline batch the step consumes."""
   return {k: batch[k] for k in TRAIN_KEYS}

@@ -1,5 +1,6 @@
 """The training loop: data -> on-device step -> logs, checkpoints, evaluation; resumable."""
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fcos_jax import checkpoints, errors, evaluation, optim, restore, train_step
-from fcos_jax.data import categories, input_pipeline, synthetic
+from fcos_jax.data import categories, input_pipeline, sizes, synthetic
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -60,6 +61,40 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+class _AheadCompiler:
+  """Compiles the train step for every bucket shape in one background thread, from the start.
+
+  XLA's compilation (16 s a program for the demo on a 2-core CPU, minutes for large models on
+  accelerators) then overlaps data preparation, checkpoint restore and the first steps instead of
+  holding up the loop whenever a bucket first appears. The programs are the ones the loop would
+  compile: same function, the state's and the pipeline's shapes, dtypes and shardings.
+  """
+
+  def __init__(self, step_fn, state, config, sharding):
+    abstract_state = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile')
+    self._futures = {
+        shape: self._executor.submit(self._compile, step_fn, abstract_state,
+                                     train_step.batch_spec(config, shape, sharding))
+        for shape in map(tuple, sizes.train_shapes(config.data))}
+
+  @staticmethod
+  def _compile(step_fn, abstract_state, batch_spec):
+    t = time.perf_counter()
+    return step_fn.lower(abstract_state, batch_spec).compile(), time.perf_counter() - t
+
+  def get(self, shape):
+    """(compiled step, seconds its compilation took) for `shape`, waiting for it if needed;
+    None for a shape that was not compiled ahead."""
+    future = self._futures.get(tuple(shape))
+    return None if future is None else future.result()
+
+  def close(self):
+    """Drops the compilations not started yet (an error, or nothing left to train)."""
+    self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 def _log_scalars(writer, step: int, scalars: Dict[str, float]) -> None:
   logging.info('step %d: %s', step, ', '.join(f'{k}={v:.4g}' for k, v in scalars.items()))
   if writer is not None:
@@ -75,7 +110,6 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   Returns the final evaluation metrics (on process 0; {} elsewhere or without eval data).
   """
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep TF off the accelerators
-  is_main = jax.process_index() == 0
   if config.batch_size % jax.device_count():
     raise errors.ConfigError(f'config.batch_size = {config.batch_size}: must be a multiple of '
                              f'the {jax.device_count()} devices')
@@ -86,14 +120,31 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         'make them with `python -m fcos_jax.tools.import_torchvision --download resnet50 --out '
         'weights/r50` and pass --config.init_checkpoint=weights/r50 (or '
         '--config.train_from_scratch=True to train from random weights anyway)')
+  if not config.data.get('synthetic'):  # a missing dataset fails here, before any compilation
+    input_pipeline.dataset_categories(config.data)
+  mesh = train_step.make_mesh()
+  model, tx, state = train_step.build_training(config, mesh)
+  step_fn = train_step.make_train_step(config, model, tx, mesh)
+  sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
+  ahead = None
+  if max(checkpoints.saved_steps(workdir), default=0) < config.num_train_steps:
+    ahead = _AheadCompiler(step_fn, state, config, sharding)
+  try:
+    return _train(config, workdir, mesh, model, tx, state, step_fn, sharding, ahead)
+  finally:
+    if ahead is not None:
+      ahead.close()
+
+
+def _train(config, workdir, mesh, model, tx, state, step_fn, sharding, ahead):
+  """`train_and_evaluate` once the train state exists and its step is compiling."""
+  is_main = jax.process_index() == 0
   prepare_synthetic_data(config)
   label_map = categories.training_label_map(config.model,
                                             input_pipeline.dataset_categories(config.data))
   tf.io.gfile.makedirs(workdir)
 
-  mesh = train_step.make_mesh()
   local_batch = config.batch_size // jax.process_count()
-  model, tx, state = train_step.build_training(config, mesh)
   dataset = input_pipeline.create_train_dataset(config.data, local_batch, seed=config.seed,
                                                 label_map=label_map)
   data_iter = iter(dataset)
@@ -121,8 +172,6 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if start_step:
     logging.info('resuming at step %d', start_step)
 
-  step_fn = train_step.make_train_step(config, model, tx, mesh)
-  sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard')) if is_main else None
   schedule = optim.learning_rate_schedule(config.optimizer, optim.effective_batch_size(config))
   accum = config.get('grad_accum_steps', 1)
@@ -163,9 +212,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       shape = batch['image'].shape[1:3]
       if shape not in compiled:
         t = time.perf_counter()
-        compiled[shape] = step_fn.lower(state, batch).compile()
+        program = ahead.get(shape) if ahead is not None else None
+        if program is None:
+          program = step_fn.lower(state, batch).compile(), time.perf_counter() - t
+        compiled[shape] = program[0]
         logging.info('compiled the train step for image shape %s in %.1f s (%d program(s) so '
-                     'far)', shape, time.perf_counter() - t, len(compiled))
+                     'far); the loop waited %.1f s for it', shape, program[1], len(compiled),
+                     time.perf_counter() - t)
       state, metrics = compiled[shape](state, batch)
       step += 1
       pending.append(metrics)

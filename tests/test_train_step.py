@@ -117,3 +117,25 @@ def test_loss_falls_within_a_bounded_number_of_steps(shapes_tfds):
   first, last = np.mean(losses[:4]), np.mean(losses[-4:])
   assert np.isfinite(losses).all()
   assert last < 0.6 * first, (first, last)
+
+
+def test_batch_spec_is_what_the_pipeline_delivers(shapes_tfds):
+  """The trainer compiles the step ahead from `batch_spec`: it must match the pipeline's global
+  batches of every bucket in shape, dtype and sharding, or the ahead programs would not run."""
+  from fcos_jax.data import input_pipeline, sizes
+  config = tiny_config.get_config()
+  config.data.dataset, config.data.data_dir = shapes_tfds
+  config.data.synthetic = False
+  config.batch_size = 8
+  sharding = NamedSharding(train_step.make_mesh(jax.devices()), P('data'))
+  dataset = input_pipeline.create_train_dataset(config.data, config.batch_size, seed=0)
+  seen = set()
+  for host_batch in dataset.take(8).as_numpy_iterator():
+    batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), sharding)
+    shape = batch['image'].shape[1:3]
+    seen.add(shape)
+    spec = train_step.batch_spec(config, shape, sharding)
+    assert sorted(spec) == sorted(batch)
+    for k, v in batch.items():
+      assert (v.shape, v.dtype, v.sharding) == (spec[k].shape, spec[k].dtype, spec[k].sharding), k
+  assert seen == set(map(tuple, sizes.train_shapes(config.data)))
