@@ -132,6 +132,38 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'fcos_jax', 'xla')
+
+
+def define_compilation_cache_flag() -> None:
+  """--compilation_cache_dir: JAX's persistent cache of compiled programs."""
+  flags.DEFINE_string(
+      'compilation_cache_dir',
+      os.environ.get('JAX_COMPILATION_CACHE_DIR', DEFAULT_COMPILATION_CACHE),
+      'Folder of compiled XLA programs kept across runs: a rerun, a resume or an evaluation of '
+      'the same model and shapes loads its programs instead of compiling them again (seconds on '
+      'a CPU, minutes for large models on accelerators). Empty: no cache. Default: '
+      '$JAX_COMPILATION_CACHE_DIR, else ' + DEFAULT_COMPILATION_CACHE + '.')
+
+
+def enable_compilation_cache() -> None:
+  """Points JAX's persistent compilation cache at --compilation_cache_dir (before the first
+  compilation); an unwritable folder leaves the cache off with a warning."""
+  path = os.path.expanduser(FLAGS.compilation_cache_dir)
+  if not path:
+    return
+  try:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+      raise PermissionError(f'{path} is not writable')
+  except OSError as e:
+    from absl import logging
+    logging.warning('no compilation cache (--compilation_cache_dir): %s', e)
+    return
+  import jax
+  jax.config.update('jax_compilation_cache_dir', path)
+
+
 def define_weights_flags() -> None:
   """Where a model's weights come from: --workdir [--step] or --params."""
   flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')

@@ -1,8 +1,16 @@
-"""Test setup: 8 virtual CPU devices (for the multi-device tests) and quiet TensorFlow."""
+"""Test setup: 8 virtual CPU devices (for the multi-device tests), quiet TensorFlow, and one
+compilation cache for the session, which the programs run as subprocesses share (the same tiny
+programs are compiled by many tests)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='fcos_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 try:  # torch must load before TensorFlow: the other order segfaults (clashing native libraries)
   import torch  # noqa: F401

@@ -83,6 +83,31 @@ def test_uninterrupted_run_compiles_once_per_bucket(reference_run):
   assert re.search(r'step 12: .*loss_total=', log)
 
 
+def test_a_rerun_loads_its_programs_from_the_compilation_cache(reference_run, data_dir,
+                                                              tmp_path):
+  """The reference run filled the session's cache (conftest); a new run of the same config
+  loads the train and inference programs from it and trains to the same parameters."""
+  cache = os.environ['JAX_COMPILATION_CACHE_DIR']
+  assert any(name.startswith('jit_local_step-') for name in os.listdir(cache))
+  e = env()
+  e['JAX_LOG_COMPILES'] = '1'  # cache hits are logged as warnings then
+  out = subprocess.run(command(str(tmp_path / 'rerun'), data_dir, '--config.eval_at_end=True'),
+                       cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  for program in ('jit_local_step', 'jit_predict'):
+    assert f"Persistent compilation cache hit for '{program}'" in out.stderr, program
+  assert checksum(out.stderr) == checksum(reference_run[1])
+
+
+def test_an_unusable_cache_folder_is_a_warning_not_an_error(data_dir, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  out = run(str(tmp_path / 'w'), data_dir, f'--compilation_cache_dir={blocker}/cache',
+            '--config.num_train_steps=2')
+  assert 'no compilation cache (--compilation_cache_dir)' in out.stderr
+  assert checksum(out.stderr)[0] == 2
+
+
 def test_final_evaluation_reports_ap(reference_run):
   workdir, _, stdout = reference_run
   assert re.search(r'final evaluation \(6 images\): AP [0-9.]+', stdout)
@@ -105,7 +130,9 @@ def test_progress_and_eval_pictures_are_logged(reference_run):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, tmp_path):
   workdir = str(tmp_path / 'killed')
-  proc, log = start_and_wait(workdir, data_dir, r'step 6: ')
+  # An evaluation after step 5 gives the asynchronous checkpoint of step 4 time to be finalized
+  # before the kill (steps of the tiny model take milliseconds); it does not change the training.
+  proc, log = start_and_wait(workdir, data_dir, r'step 6: ', '--config.eval_every=5')
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))

@@ -41,6 +41,7 @@ _ORACLE = flags.DEFINE_bool('oracle_centerness', False, 'Also evaluate with the 
 _ANALYSIS = flags.DEFINE_string('analysis', None, 'Write the error analysis (score-vs-IoU, PR '
                                 'curves, confusion matrix, pictures) into this folder.')
 cli.define_distributed_flags()
+cli.define_compilation_cache_flag()
 flags.mark_flag_as_required('config')
 FLAGS = flags.FLAGS
 
@@ -68,6 +69,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   cli.initialize_distributed()
+  cli.enable_compilation_cache()
   import jax
   from fcos_jax import evaluation
   config = cli.get_config(_CONFIG)

@@ -34,6 +34,7 @@ _EXPORT = flags.DEFINE_string('export', None, 'Directory written by export.py.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of --workdir / --params.',
                                           lock_config=True)
 cli.define_weights_flags()
+cli.define_compilation_cache_flag()
 _IMAGES = flags.DEFINE_multi_string('image', [], 'Image file(s), folder(s) or glob(s).')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
 _MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
@@ -152,6 +153,7 @@ def main(argv):
     raise errors.UserError('give at least one --image (a file, folder or glob)')
   from tqdm import tqdm
   from fcos_jax import image_io
+  cli.enable_compilation_cache()
   detector = load_detector()
   outputs = output_paths(inputs, _OUT.value)
   ids = image_ids(inputs, _ANNOTATIONS.value)

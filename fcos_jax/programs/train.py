@@ -19,6 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_conf
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs and results go here.')
 cli.define_distributed_flags()
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -27,6 +28,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   cli.initialize_distributed()
+  cli.enable_compilation_cache()
   import jax
   from fcos_jax import trainer
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s)', jax.__version__,
