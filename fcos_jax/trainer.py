@@ -65,7 +65,7 @@ class _AheadCompiler:
   """Compiles the train step for every bucket shape in one background thread, from the start.
 
   XLA's compilation (16 s a program for the demo on a 2-core CPU, minutes for large models on
-  accelerators) then overlaps data preparation, checkpoint restore and the first steps instead of
+  accelerators) then overlaps the data preparation and pipeline start of a fresh run instead of
   holding up the loop whenever a bucket first appears. The programs are the ones the loop would
   compile: same function, the state's and the pipeline's shapes, dtypes and shardings.
   """
@@ -126,9 +126,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   model, tx, state = train_step.build_training(config, mesh)
   step_fn = train_step.make_train_step(config, model, tx, mesh)
   sharding = NamedSharding(mesh, P(train_step.DATA_AXIS))
-  ahead = None
-  if max(checkpoints.saved_steps(workdir), default=0) < config.num_train_steps:
-    ahead = _AheadCompiler(step_fn, state, config, sharding)
+  # A fresh run compiles while its data is prepared; a resume loads its programs from the
+  # compilation cache when the loop first meets each shape.
+  ahead = None if checkpoints.saved_steps(workdir) else _AheadCompiler(step_fn, state, config,
+                                                                          sharding)
   try:
     return _train(config, workdir, mesh, model, tx, state, step_fn, sharding, ahead)
   finally:

@@ -262,6 +262,7 @@ def test_a_missing_converter_names_the_extra(tmp_path):
     exporters.module('tflite')
 
 
+@pytest.mark.slow  # 70 s; the R50 ONNX parity tests above cover the converted graph
 def test_export_command_from_an_imported_torchvision_detector(tmp_path):
   """import_torchvision -> export.py --params --format onnx -> predict.py --export, as a user
   runs them; a second export into the same --out is refused without --overwrite."""
