@@ -131,13 +131,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   ahead = None if checkpoints.saved_steps(workdir) else _AheadCompiler(step_fn, state, config,
                                                                           sharding)
   try:
-    return _train(config, workdir, mesh, model, tx, state, step_fn, sharding, ahead)
+    return _train(config, workdir, model, state, step_fn, sharding, ahead)
   finally:
     if ahead is not None:
       ahead.close()
 
 
-def _train(config, workdir, mesh, model, tx, state, step_fn, sharding, ahead):
+def _train(config, workdir, model, state, step_fn, sharding, ahead):
   """`train_and_evaluate` once the train state exists and its step is compiling."""
   is_main = jax.process_index() == 0
   prepare_synthetic_data(config)
