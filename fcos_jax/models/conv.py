@@ -4,9 +4,10 @@ Why: on XLA's CPU backend the weight gradient of a 3x3 convolution over a large 
 towers at P3) costs 3-5x the forward; written as one [Cin, B*Ho*Wo] x [B*Ho*Wo, Cout] product per
 kernel offset it costs about 2x (docs/performance.md). On small maps and few output channels
 XLA's own gradient is faster, so layers choose by size. The forward and the input gradient stay
-XLA's convolution, except on the smallest maps, where one product does the whole convolution. The kernel keeps `nn.Conv`'s name, shape [K, K, Cin, Cout] and initializer
-call, so checkpoints, the torchvision mapping and initial values are unchanged. Only the CPU
-backend takes this path (it holds K*K shifted copies of the input); GPUs and TPUs keep XLA's.
+XLA's convolution, except on the smallest maps, where one product does the whole convolution.
+The kernel keeps `nn.Conv`'s name, shape [K, K, Cin, Cout] and initializer call, so
+checkpoints, the torchvision mapping and initial values are unchanged. Only the CPU backend
+takes these paths (they hold K*K shifted copies of the input); GPUs and TPUs keep XLA's.
 """
 
 import functools
@@ -29,19 +30,20 @@ def _plain(x, kernel, stride, padding):
 PRODUCTS_MIN_WORK = 2 ** 26  # multiply-adds per kernel offset, see `products_pay_off`
 
 
+def _shifted_inputs(x, k, stride, padding, out_hw):
+  """The zero-padded input as each of the k*k kernel offsets sees it (row-major offsets), one
+  [B, Ho, Wo, Cin] array per offset."""
+  (ho, wo), (b, _, _, c) = out_hw, x.shape
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  return [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                    (1, stride, stride, 1)) for i in range(k) for j in range(k)]
+
+
 def weight_gradient_by_products(x, g, kernel_shape, stride, padding):
   """d(loss)/d(kernel) of `_plain` as one [Cin, B*Ho*Wo] x [B*Ho*Wo, Cout] product per offset."""
-  k, ho, wo = kernel_shape[0], g.shape[1], g.shape[2]
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   g2 = g.reshape(-1, g.shape[-1])
-  rows = []
-  for i in range(k):
-    for j in range(k):
-      seen = lax.slice(xp, (0, i, j, 0),
-                       (xp.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1,
-                        xp.shape[3]), (1, stride, stride, 1))
-      rows.append(jnp.dot(seen.reshape(-1, x.shape[-1]).T, g2,
-                          preferred_element_type=jnp.float32))
+  rows = [jnp.dot(seen.reshape(-1, x.shape[-1]).T, g2, preferred_element_type=jnp.float32)
+          for seen in _shifted_inputs(x, kernel_shape[0], stride, padding, g.shape[1:3])]
   return jnp.stack(rows).reshape(kernel_shape)
 
 
@@ -97,12 +99,9 @@ def conv2d_by_product(x: jax.Array, kernel: jax.Array, stride: int = 1,
   convolution falls back to a slow path there ([16, 2, 3, 64] -> 64 forward + backward: 2.07 ms
   against 0.36 ms; [2, 4, 4, 256] -> 256: 2.07 against 0.90 ms), while the copies are tiny.
   """
-  k, (b, h, w, c) = kernel.shape[0], x.shape
-  ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  shifted = [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1,
-                                          j + stride * (wo - 1) + 1, c), (1, stride, stride, 1))
-             for i in range(k) for j in range(k)]
+  k = kernel.shape[0]
+  out_hw = tuple((n + 2 * padding - k) // stride + 1 for n in x.shape[1:3])
+  shifted = _shifted_inputs(x, k, stride, padding, out_hw)
   return jnp.dot(jnp.concatenate(shifted, -1), kernel.reshape(-1, kernel.shape[-1]))
 
 
