@@ -42,7 +42,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.cases import TITLES, TORCHVISION_CASES as CASES, build_ours, random_data  # noqa: E402
+from benchmarks.cases import (  # noqa: E402
+    TITLES, TORCHVISION_CASES as CASES, build_ours, random_data, xla_matmul_gflops)
 
 def torchvision_model(case):
   if case['depth'] == 50:  # the pretrained layout: FrozenBatchNorm2d, stem + layer1 frozen
@@ -86,24 +87,12 @@ def make_torchvision(case):
   return step
 
 
-def call_gflop(compiled):
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', 0.0)) / 1e9
-
-
 def matmul_rates(n=2048, repeats=7):
   """Best float32 [n, n] x [n, n] GFLOP/s of XLA and of torch: the ceiling either side's
-  convolutions can approach."""
-  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  ja, ta = jax.numpy.asarray(a), torch.from_numpy(a)
-  dot = jax.jit(lambda x: x @ x)
-  fns = {'xla': lambda: dot(ja).block_until_ready(), 'torch': lambda: ta @ ta}
-  best = {}
-  for k, f in fns.items():  # one side after the other: torch's OpenMP threads spin after a call
-    f()
-    best[k] = 2 * n ** 3 / min(timed(f)[0] for _ in range(repeats)) / 1e9
-  return best
+  convolutions can approach. One side after the other: torch's OpenMP threads spin after a call."""
+  a = torch.randn(n, n)
+  torch_rate = 2 * n ** 3 / min(timed(lambda: a @ a)[0] for _ in range(repeats + 1)) / 1e9
+  return {'xla': xla_matmul_gflops(n, repeats), 'torch': torch_rate}
 
 
 def timed(fn):
@@ -165,7 +154,7 @@ def main():
     t_ours, t_tv = np.array(t_ours), np.array(t_tv)
     row = dict(name=name, ours=np.median(t_ours[:, 0]), tv=np.median(t_tv[:, 0]),
                cpu_ours=np.median(t_ours[:, 1]), cpu_tv=np.median(t_tv[:, 1]),
-               gflop=call_gflop(built.compiled))
+               gflop=built.gflop())
     if not args.no_memory:
       row['mem_ours'], row['mem_tv'] = peak_rss_gb('ours', name), peak_rss_gb('tv', name)
     rows.append(row)

@@ -4,6 +4,7 @@ Shared by `bench_vs_torchvision` (timing against torchvision) and `profile_step`
 """
 
 import dataclasses
+import time
 from typing import Any, Callable, Tuple
 
 import jax
@@ -73,6 +74,26 @@ def random_data(case, num_classes):
 class Built:
   compiled: Any                  # jax.stages.Compiled: cost / memory analysis, HLO text
   run: Callable[[], Any]         # one blocking call (a train step updates the state it holds)
+
+  def gflop(self) -> float:
+    """GFLOP of one call, from XLA's cost analysis of the compiled program."""
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get('flops', 0.0)) / 1e9
+
+
+def xla_matmul_gflops(n=2048, repeats=7):
+  """Best float32 [n, n] x [n, n] matmul rate of JAX's default device: the FLOP/s ceiling to
+  compare to."""
+  a = jax.random.normal(jax.random.key(0), (n, n))
+  dot = jax.jit(lambda a: a @ a)
+  dot(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    dot(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / min(times) / 1e9
 
 
 def build_ours(case, dtype='float32') -> Built:

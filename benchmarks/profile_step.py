@@ -26,7 +26,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.cases import CASES, build_ours  # noqa: E402
+from benchmarks.cases import CASES, build_ours, xla_matmul_gflops  # noqa: E402
 
 INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([\w\-]+)\((.*)$')
 
@@ -85,19 +85,6 @@ def trace_op_times(trace_dir):
   return totals
 
 
-def matmul_peak_gflops(n=2048, repeats=7):
-  """Best float32 [n, n] x [n, n] matmul rate of this device: the FLOP/s ceiling to compare to."""
-  a = jax.random.normal(jax.random.key(0), (n, n))
-  dot = jax.jit(lambda a: a @ a)
-  dot(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    dot(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / min(times) / 1e9
-
-
 def shorten(source, width=70):
   source = re.sub(r'^jit\([^)]*\)/', '', source)
   return source if len(source) <= width else '...' + source[-(width - 3):]
@@ -127,9 +114,7 @@ def main():
   hlo = built.compiled.as_text()
   with open(os.path.join(args.out, 'hlo.txt'), 'w') as f:
     f.write(hlo)
-  cost = built.compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', 0.0))
+  flops = built.gflop() * 1e9
   mem = built.compiled.memory_analysis()
   lines = [f'{args.case}: {case["size"][0]}x{case["size"][1]}, batch {case["batch"]}, '
            f'{args.dtype}, {jax.devices()[0].device_kind}; build + compile {compile_s:.1f} s',
@@ -152,7 +137,7 @@ def main():
       times.append(time.perf_counter() - t)
     jax.profiler.stop_trace()
     step_s = float(np.median(times))
-    peak = matmul_peak_gflops()
+    peak = xla_matmul_gflops()
     lines.append(f'median call {step_s:.3f} s under the profiler: {flops / step_s / 1e9:.1f} '
                  f'GFLOP/s achieved, {100 * flops / step_s / 1e9 / peak:.0f}% of this device\'s '
                  f'float32 2048^3 matmul rate ({peak:.0f} GFLOP/s)')
