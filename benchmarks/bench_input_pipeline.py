@@ -17,7 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import tensorflow as tf  # noqa: E402
 
 from fcos_jax.configs import coco  # noqa: E402
-from fcos_jax.data import convert_coco, input_pipeline, synthetic  # noqa: E402
+from fcos_jax.data import coco_conversion, input_pipeline, synthetic  # noqa: E402
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     raw = os.path.join(args.data_dir, f'raw_{args.images}')
     synthetic.generate(raw, {'train': args.images}, seed=0, image_size=(480, 640),
                        size_jitter=0.1)
-    convert_coco.convert(name, args.data_dir, {'train': (f'{raw}/annotations/train.json',
+    coco_conversion.convert(name, args.data_dir, {'train': (f'{raw}/annotations/train.json',
                                                          f'{raw}/images/train')})
   config = coco.get_data_config()
   config.update(dataset=name, data_dir=args.data_dir)

@@ -14,11 +14,9 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from fcos_jax import optim, train_step  # noqa: E402
+from fcos_jax import optim, sharding, train_step  # noqa: E402
 from fcos_jax.models import fcos  # noqa: E402
 
 
@@ -42,11 +40,10 @@ def main():
   if args.dtype:
     config.model.dtype = args.dtype
   shape = (args.size, args.size)
-  mesh = train_step.make_mesh()
+  mesh = sharding.make_mesh()
   model = fcos.create_model(config.model)
-  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
-  tx = optim.create_optimizer(config, abstract['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, shape)
+  tx = optim.create_optimizer(config, fcos.abstract_variables(model)['params'])
+  state = train_step.create_train_state(config, model, tx, mesh)
   step = train_step.make_train_step(config, model, tx, mesh)
   rng = np.random.default_rng(0)
   m = config.data.max_boxes
@@ -57,8 +54,7 @@ def main():
            'image_size': np.full((args.batch, 2), args.size, np.int32), 'boxes': boxes,
            'classes': rng.integers(0, config.model.num_classes, (args.batch, m)).astype(np.int32),
            'box_valid': np.arange(m)[None].repeat(args.batch, 0) < 5}
-  sharding = NamedSharding(mesh, P('data'))
-  batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
   t = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t

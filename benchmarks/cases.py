@@ -5,13 +5,12 @@ Shared by `bench_vs_torchvision` (timing against torchvision) and `profile_step`
 
 import dataclasses
 import time
-from typing import Any, Callable, Tuple
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fcos_jax import inference, optim, train_step
+from fcos_jax import inference, optim, sharding, train_step
 from fcos_jax.configs import coco_torchvision, shapes
 from fcos_jax.models import fcos
 
@@ -103,16 +102,14 @@ def build_ours(case, dtype='float32') -> Built:
   images, boxes, labels = random_data(case, config.model.num_classes)
   b, m = case['batch'], config.data.max_boxes
   sizes = np.array([case['size']] * b, np.int32)
-  shape: Tuple[int, int] = tuple(case['size'])
   if not case['train']:
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
+    variables = jax.jit(lambda: fcos.init_variables(model, jax.random.key(0)))()
     compiled = jax.jit(inference.make_predict_fn(config, model)).lower(
         variables, images, sizes).compile()
     return Built(compiled, lambda: jax.block_until_ready(compiled(variables, images, sizes)))
-  mesh = train_step.make_mesh(jax.devices()[:1])
-  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + shape + (3,)))
-  tx = optim.create_optimizer(config, abstract['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, shape)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  tx = optim.create_optimizer(config, fcos.abstract_variables(model)['params'])
+  state = train_step.create_train_state(config, model, tx, mesh)
   padded = np.zeros((b, m, 4), np.float32)
   padded[:, :NUM_BOXES] = boxes
   classes = np.zeros((b, m), np.int32)

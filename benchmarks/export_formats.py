@@ -26,10 +26,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fcos_jax import serving  # noqa: E402
+from fcos_jax.serving import export  # noqa: E402
 from fcos_jax.configs import coco_torchvision  # noqa: E402
 from fcos_jax.data import categories, synthetic  # noqa: E402
 from fcos_jax.models import fcos  # noqa: E402
-from fcos_jax.tools import import_torchvision  # noqa: E402
+from fcos_jax.weights import torchvision_import  # noqa: E402
 from tests.test_exporters import detection_differences  # noqa: E402
 from tests.torchvision_model import randomized_fcos  # noqa: E402
 
@@ -54,7 +55,7 @@ def main():
   config.data.eval_min_size, config.data.max_size = min(h, w), max(h, w)
   model = fcos.create_model(config.model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  variables = import_torchvision.convert(
+  variables = torchvision_import.convert(
       {k: v.numpy() for k, v in randomized_fcos().state_dict().items()}, like, 'fcos')
   cats = categories.coco()
   root = args.out or tempfile.mkdtemp(prefix='fcos_export_formats_')
@@ -63,7 +64,7 @@ def main():
   for fmt in FORMATS:
     out = os.path.join(root, fmt)
     t = time.perf_counter()
-    serving.export_detector(config, model, variables, out, cats, fmt)
+    export.export_detector(config, model, variables, out, cats, fmt)
     seconds = time.perf_counter() - t
     detectors[fmt] = serving.Detector(out)
     rows[fmt] = {'export_s': seconds, 'mib': folder_mib(out)}

@@ -26,11 +26,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fcos_jax import evaluation  # noqa: E402
+from fcos_jax.evaluation import prediction  # noqa: E402
 from fcos_jax.configs import coco_torchvision  # noqa: E402
-from fcos_jax.data import convert_coco  # noqa: E402
+from fcos_jax.data import coco_conversion  # noqa: E402
 from fcos_jax.models import fcos  # noqa: E402
-from fcos_jax.tools import import_torchvision  # noqa: E402
+from fcos_jax.weights import torchvision_import  # noqa: E402
 from tests.test_torchvision_eval import make_image, torchvision_detections  # noqa: E402
 from tests.torchvision_model import randomized_fcos  # noqa: E402
 
@@ -86,7 +86,7 @@ def main():
   config = coco_torchvision.get_config()
   model = fcos.create_model(config.model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  variables = import_torchvision.convert({k: v.numpy() for k, v in tv.state_dict().items()},
+  variables = torchvision_import.convert({k: v.numpy() for k, v in tv.state_dict().items()},
                                          like, 'fcos')
   os.makedirs(f'{root}/images')
   images, want = [], {}
@@ -99,7 +99,7 @@ def main():
   with open(f'{root}/gt.json', 'w') as f:
     json.dump({'images': images, 'annotations': [],
                'categories': [{'id': c, 'name': f'c{c}'} for c in range(1, 91)]}, f)
-  convert_coco.convert('tv_match', f'{root}/tfds', {'validation': (f'{root}/gt.json',
+  coco_conversion.convert('tv_match', f'{root}/tfds', {'validation': (f'{root}/gt.json',
                                                                    f'{root}/images')})
   n_want = sum(len(w['scores']) for w in want.values())
   print(f'{args.images} images, {n_want} torchvision detections')
@@ -112,7 +112,7 @@ def main():
     for k, v in overrides.items():
       (cfg.postprocess if k == 'drop_outside' else cfg.data)[k] = v
     t = time.perf_counter()
-    pred = evaluation.predict_split(cfg, model, variables)
+    pred = prediction.predict_split(cfg, model, variables)
     flat = sum(r['bbox'][2] <= 0 or r['bbox'][3] <= 0 for r in pred['results'])
     print(f"| {name} | {100 * matched_fraction(want, pred['results']):.1f}% | {flat} of "
           f"{len(pred['results'])} | {pred['compiled_shapes']} | {pred['compile_seconds']:.1f} "

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 
 from fcos_jax.targets import Targets
 
+BOX_LOSSES = ('iou', 'giou')
+BOX_WEIGHTINGS = ('centerness', 'uniform')
+
 
 def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
   """Elementwise focal loss (Lin et al. 2017) of logits against {0,1} targets."""
@@ -58,7 +61,7 @@ def iou_loss(pred, target, kind: str = 'iou', smooth: float = 1.0, eps: float = 
                (jnp.maximum(pt, tt) + jnp.maximum(pb, tb)))
     giou = iou - (enclose - union) / (enclose + eps)
     return 1 - giou
-  raise ValueError(f"box loss must be 'iou' or 'giou', got {kind!r}")
+  raise ValueError(f'box loss must be one of {BOX_LOSSES}, got {kind!r}')
 
 
 def _global_mean(x, axis_name):
@@ -102,7 +105,7 @@ def fcos_losses(cls_logits, bbox_reg, centerness, targets: Targets, *,
   elif box_weighting == 'uniform':
     box = jnp.sum(per_loc_box * posf) / pos_norm
   else:
-    raise ValueError(f"box_weighting must be 'centerness' or 'uniform', got {box_weighting!r}")
+    raise ValueError(f'box_weighting must be one of {BOX_WEIGHTINGS}, got {box_weighting!r}')
 
   ctr = jnp.sum(bce_with_logits(centerness, targets.centerness) * posf) / pos_norm
   return dict(cls=cls, box=box, centerness=ctr, total=cls + box + ctr, num_pos=num_pos)

@@ -10,6 +10,10 @@ import optax
 
 from fcos_jax.models.fcos import trainable_mask
 
+OPTIMIZERS = ('sgd', 'adamw')
+WARMUP_METHODS = ('constant', 'linear')
+
+
 def learning_rate_schedule(opt_config, batch_size: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
   """Base lr scaled linearly with the batch size, warmup, then x`decay_factor` at each of
   `decay_steps`. Warmup 'constant' multiplies by `warmup_factor` (official FCOS); 'linear' ramps
@@ -20,8 +24,8 @@ def learning_rate_schedule(opt_config, batch_size: int) -> Callable[[jnp.ndarray
   warmup_steps = int(opt_config.warmup_steps)
   factor = float(opt_config.warmup_factor)
   method = opt_config.warmup_method
-  if method not in ('constant', 'linear'):
-    raise ValueError(f"warmup_method must be 'constant' or 'linear', got {method!r}")
+  if method not in WARMUP_METHODS:
+    raise ValueError(f'warmup_method must be one of {WARMUP_METHODS}, got {method!r}')
 
   def schedule(step):
     if method == 'constant':
@@ -63,7 +67,7 @@ def create_optimizer(config, params) -> optax.GradientTransformation:
     parts += [optax.scale_by_adam(),
               optax.add_decayed_weights(o.weight_decay, mask=decay_mask(params))]
   else:
-    raise ValueError(f"optimizer.name must be 'sgd' or 'adamw', got {o.name!r}")
+    raise ValueError(f'optimizer.name must be one of {OPTIMIZERS}, got {o.name!r}')
   parts.append(optax.scale_by_learning_rate(schedule))
   if o.bias_lr_factor != 1.0:
     parts.append(optax.masked(optax.scale(o.bias_lr_factor), bias_mask(params)))
@@ -71,7 +75,7 @@ def create_optimizer(config, params) -> optax.GradientTransformation:
   labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen',
                                   trainable_mask(params, config.model.freeze_at))
   tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
-  if config.get('grad_accum_steps', 1) > 1:
+  if config.grad_accum_steps > 1:
     # Average k micro-batch gradients, update once: the schedule counts updates.
     tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
   return tx
@@ -79,4 +83,4 @@ def create_optimizer(config, params) -> optax.GradientTransformation:
 
 def effective_batch_size(config) -> int:
   """Images per optimizer update: `batch_size` x `grad_accum_steps`."""
-  return config.batch_size * config.get('grad_accum_steps', 1)
+  return config.batch_size * config.grad_accum_steps

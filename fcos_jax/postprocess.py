@@ -209,4 +209,4 @@ def postprocess_kwargs(config) -> dict:
               threshold_on_combined=bool(p.threshold_on_combined),
               pre_nms_top_n=int(p.pre_nms_top_n), nms_threshold=float(p.nms_threshold),
               max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score),
-              drop_outside=bool(p.get('drop_outside', False)))
+              drop_outside=bool(p.drop_outside))

@@ -165,9 +165,3 @@ def assign_targets_batch(boxes, classes, valid, *, image_size, **kwargs) -> Targ
   """`assign_targets` vmapped over a leading batch axis."""
   fn = functools.partial(assign_targets, image_size=tuple(image_size), **kwargs)
   return jax.vmap(fn)(boxes, classes, valid)
-
-
-def match_locations_batch(boxes, valid, *, image_size, **kwargs) -> Assignment:
-  """`match_locations` vmapped over a leading batch axis."""
-  fn = functools.partial(match_locations, image_size=tuple(image_size), **kwargs)
-  return jax.vmap(fn)(boxes, valid)

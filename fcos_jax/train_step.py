@@ -14,14 +14,13 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from fcos_jax import losses, optim, targets
-from fcos_jax.data import sizes
+from fcos_jax import losses, optim, sharding, targets
 from fcos_jax.models import fcos
 from fcos_jax.normalize import image_normalizer
+from fcos_jax.sharding import DATA_AXIS
 
-DATA_AXIS = 'data'
 TRAIN_KEYS = ('image', 'image_size', 'boxes', 'classes', 'box_valid')
 
 
@@ -34,32 +33,22 @@ class TrainState:
   bad_step: jnp.ndarray     # -1, or the first step whose loss or gradient was not finite
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = jax.devices() if devices is None else devices
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def create_train_state(config, model, tx, mesh, image_shape: Tuple[int, int]) -> TrainState:
+def create_train_state(config, model, tx, mesh) -> TrainState:
   """Initial state, created directly replicated on the mesh (same seed on every process)."""
   def init():
-    variables = model.init(jax.random.key(config.seed),
-                           jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32))
+    variables = fcos.init_variables(model, jax.random.key(config.seed))
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      batch_stats=variables['batch_stats'], opt_state=tx.init(params),
                       bad_step=jnp.full((), -1, jnp.int32))
-  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
 def build_training(config, mesh):
   """(model, optimizer, initial replicated state) of a config."""
   model = fcos.create_model(config.model)
-  shape = sizes.train_shapes(config.data)[0]
-  abstract = jax.eval_shape(model.init, jax.random.key(0),
-                            jnp.zeros((1,) + shape + (3,), jnp.float32))
-  tx = optim.create_optimizer(config, abstract['params'])
-  return model, tx, create_train_state(config, model, tx, mesh, shape)
+  tx = optim.create_optimizer(config, fcos.abstract_variables(model)['params'])
+  return model, tx, create_train_state(config, model, tx, mesh)
 
 
 def make_train_step(config, model, tx, mesh):
@@ -102,7 +91,8 @@ def make_train_step(config, model, tx, mesh):
   return jax.jit(step, donate_argnums=(0,))
 
 
-def batch_spec(config, image_shape: Tuple[int, int], sharding) -> Dict[str, jax.ShapeDtypeStruct]:
+def batch_spec(config, image_shape: Tuple[int, int],
+               batch_sharding) -> Dict[str, jax.ShapeDtypeStruct]:
   """The global train batch of one bucket shape as the step receives it (the pipeline's
   `train_batch` through `input_pipeline.to_global_arrays`): what the step can be compiled for
   before any data exists."""
@@ -110,7 +100,7 @@ def batch_spec(config, image_shape: Tuple[int, int], sharding) -> Dict[str, jax.
   spec = {'image': ((b, *image_shape, 3), jnp.uint8), 'image_size': ((b, 2), jnp.int32),
           'boxes': ((b, m, 4), jnp.float32), 'classes': ((b, m), jnp.int32),
           'box_valid': ((b, m), jnp.bool_)}
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
           for k, (shape, dtype) in spec.items()}
 
 

@@ -39,9 +39,9 @@ def shapes_coco(tmp_path_factory):
 @pytest.fixture(scope='session')
 def shapes_tfds(shapes_coco, tmp_path_factory):
   """`shapes_coco` converted to TFDS by the project's converter: (name, data_dir)."""
-  from fcos_jax.data import convert_coco
+  from fcos_jax.data import coco_conversion
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  convert_coco.convert('shapes', data_dir, {
+  coco_conversion.convert('shapes', data_dir, {
       split: (f'{shapes_coco}/annotations/{split}.json', f'{shapes_coco}/images/{split}')
       for split in ('train', 'validation')})
   return 'shapes', data_dir
@@ -51,7 +51,7 @@ def shapes_tfds(shapes_coco, tmp_path_factory):
 def edge_tfds(tmp_path_factory):
   """Hand-made COCO dataset with a crowd box, an image without boxes, an image with more boxes
   than max_boxes (5 in the tests) and a portrait image: (name, data_dir, coco dict)."""
-  from fcos_jax.data import convert_coco
+  from fcos_jax.data import coco_conversion
   root = tmp_path_factory.mktemp('edge')
   rng = np.random.default_rng(0)
   images, anns = [], []
@@ -72,5 +72,5 @@ def edge_tfds(tmp_path_factory):
   with open(root / 'ann.json', 'w') as f:
     json.dump(coco, f)
   data_dir = str(tmp_path_factory.mktemp('edge_tfds'))
-  convert_coco.convert('edge', data_dir, {'train': (str(root / 'ann.json'), str(root))})
+  coco_conversion.convert('edge', data_dir, {'train': (str(root / 'ann.json'), str(root))})
   return 'edge', data_dir, coco

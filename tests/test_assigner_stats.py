@@ -187,7 +187,7 @@ def test_summary_groups_by_size_and_level():
 
 def test_tool_on_a_split(shapes_tfds, tmp_path):
   """The program end to end: every validation box counted once, table, JSON and PNG."""
-  from fcos_jax import evaluation
+  from fcos_jax.evaluation import coco_data
   c = tiny_config.get_config()
   common = [f'--config={ROOT}/tests/tiny_config.py', f'--config.data.dataset={shapes_tfds[0]}',
             f'--config.data.data_dir={shapes_tfds[1]}', '--config.data.synthetic=False',
@@ -197,7 +197,7 @@ def test_tool_on_a_split(shapes_tfds, tmp_path):
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   c.data.update(dataset=shapes_tfds[0], data_dir=shapes_tfds[1])
-  gt = evaluation.load_ground_truth(c, 'validation')
+  gt = coco_data.load_ground_truth(c, 'validation')
   n = sum(1 for a in gt['annotations'] if not a['iscrowd'])
   assert f'11 images, {n} non-crowd boxes (0 more cut' in out.stdout
   assert 'after FPN level assignment' in out.stdout

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fcos_jax import evaluation
+from fcos_jax.evaluation import coco_data, scoring
 from fcos_jax.analysis import calibration, coco_matching, error_analysis
 
 CATS = [{'id': 2, 'name': 'a'}, {'id': 5, 'name': 'b'}]
@@ -66,8 +66,8 @@ def test_pr_curves_equal_pycocotools(shapes_coco):
     fev.evaluate()
     fev.accumulate()
     fev.summarize()
-  theirs = evaluation.coco_eval(gt, results)['stats']
-  for name, value in zip(evaluation.STAT_NAMES, fev.stats):
+  theirs = scoring.coco_eval(gt, results)['stats']
+  for name, value in zip(scoring.STAT_NAMES, fev.stats):
     assert value == pytest.approx(theirs[name], abs=1e-9), name
 
 
@@ -110,7 +110,7 @@ def test_analysis_writes_pictures_and_table(shapes_tfds, shapes_coco, tmp_path):
   from tests import tiny_config
   config = tiny_config.get_config()
   config.data.update(dataset=shapes_tfds[0], data_dir=shapes_tfds[1], synthetic=False)
-  gt = evaluation.load_ground_truth(config, 'validation')
+  gt = coco_data.load_ground_truth(config, 'validation')
   rng = np.random.default_rng(1)
   results = [det(a['image_id'], a['category_id'], *(np.array(a['bbox']) +
                                                     rng.normal(0, 1.5, 4)).tolist(),

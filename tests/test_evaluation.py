@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fcos_jax import evaluation
+from fcos_jax.evaluation import coco_data, prediction, scoring
 from fcos_jax.data import input_pipeline
 from tests import tiny_config
 
@@ -27,7 +28,7 @@ def config(shapes_tfds):
 
 
 def tfds_ground_truth(config):
-  return evaluation.load_ground_truth(config, 'validation')
+  return coco_data.load_ground_truth(config, 'validation')
 
 
 def test_tfds_ground_truth_equals_the_coco_json(config, shapes_coco):
@@ -63,10 +64,10 @@ def test_both_ground_truth_paths_give_the_same_ap(config, shapes_coco):
   with open(f'{shapes_coco}/annotations/validation.json') as f:
     coco = json.load(f)
   results = perturbed_results(coco)
-  from_json = evaluation.coco_eval(coco, results)['stats']
-  from_tfds = evaluation.coco_eval(tfds_ground_truth(config), results)['stats']
+  from_json = scoring.coco_eval(coco, results)['stats']
+  from_tfds = scoring.coco_eval(tfds_ground_truth(config), results)['stats']
   assert 0.2 < from_json['AP'] < 0.95
-  for name in evaluation.STAT_NAMES:
+  for name in scoring.STAT_NAMES:
     assert from_tfds[name] == pytest.approx(from_json[name], abs=1e-9), name
 
 
@@ -93,8 +94,8 @@ def test_detections_map_back_to_the_original_frame(config):
         det['scores'][k, j] = 1.0 - 0.01 * j
         det['classes'][k, j] = label_of[a['category_id']]
       det['num_valid'][k] = len(anns)
-    results += evaluation.to_coco_results(det, batch, cats.ids)
-  stats = evaluation.coco_eval(gt, results)['stats']
+    results += prediction.to_coco_results(det, batch, cats.ids)
+  stats = scoring.coco_eval(gt, results)['stats']
   assert stats['AP'] == pytest.approx(1.0)
   assert stats['AP75'] == pytest.approx(1.0)
 
@@ -117,8 +118,8 @@ def test_every_image_is_evaluated_once(config):
     ([{'image_id': 1, 'category_id': 1, 'bbox': [0, 0, 1, 1]}], "lacks \\['score'\\]"),
 ])
 def test_bad_results_are_rejected(config, bad, match):
-  with pytest.raises(evaluation.DetectionsFileError, match=match):
-    evaluation.coco_eval(tfds_ground_truth(config), bad)
+  with pytest.raises(coco_data.DetectionsFileError, match=match):
+    scoring.coco_eval(tfds_ground_truth(config), bad)
 
 
 def run_evaluate(*args):
@@ -133,7 +134,7 @@ def test_offline_detections_file(config, shapes_coco, shapes_tfds, tmp_path):
     coco = json.load(f)
   path = tmp_path / 'results.json'
   path.write_text(json.dumps(perturbed_results(coco)))
-  want = evaluation.coco_eval(coco, perturbed_results(coco))['stats']['AP']
+  want = scoring.coco_eval(coco, perturbed_results(coco))['stats']['AP']
   common = [f'--config.data.dataset={shapes_tfds[0]}', f'--config.data.data_dir={shapes_tfds[1]}',
             '--config.data.synthetic=False']
   out = run_evaluate(f'--detections={path}', *common)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fcos_jax import exporters, serving
+from fcos_jax.serving import export
 from fcos_jax.configs import coco_torchvision
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import sizes as sizes_lib
@@ -26,7 +27,7 @@ from fcos_jax.data import synthetic
 from fcos_jax.exporters import onnx_model, saved_model
 from fcos_jax.models import fcos
 from fcos_jax.normalize import image_normalizer
-from fcos_jax.tools import import_torchvision
+from fcos_jax.weights import torchvision_import
 from tests import tiny_config
 from tests.torchvision_model import randomized_fcos
 
@@ -78,7 +79,7 @@ def build(kind):
   model = fcos.create_model(config.model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   state_dict = {k: v.numpy() for k, v in randomized_fcos().state_dict().items()}
-  variables = import_torchvision.convert(state_dict, like, 'fcos')
+  variables = torchvision_import.convert(state_dict, like, 'fcos')
   return config, model, variables, categories_lib.coco()
 
 
@@ -94,7 +95,7 @@ def exports(tmp_path_factory):
       dirs = {}
       for fmt in FORMATS:
         dirs[fmt] = str(tmp_path_factory.mktemp(f'{kind}_{fmt}'))
-        serving.export_detector(config, model, variables, dirs[fmt], cats, fmt)
+        export.export_detector(config, model, variables, dirs[fmt], cats, fmt)
       reference = serving.Detector.from_model(config, model, variables, cats)
       built[kind] = (kind, config, model, variables, dirs, reference)
     return built[kind]

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcos_jax import evaluation, postprocess, train_step
+from fcos_jax import evaluation, postprocess, sharding, train_step
+from fcos_jax.analysis import oracle_centerness
 from fcos_jax.data import input_pipeline
 from tests import tiny_config
 
@@ -48,7 +49,7 @@ def trained(shapes_tfds):
                 train_split='validation', random_flip=False)
   c.batch_size = 8
   c.optimizer.update(base_lr=4e-3, warmup_steps=5, decay_steps=(100,))
-  mesh = train_step.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   model, tx, state = train_step.build_training(c, mesh)
   step = train_step.make_train_step(c, model, tx, mesh)
   ds = input_pipeline.create_train_dataset(c.data, c.batch_size, seed=0, bucket_weights=[1, 0])
@@ -60,7 +61,7 @@ def trained(shapes_tfds):
 def test_oracle_centerness_scores_at_least_the_model(trained):
   config, model, variables = trained
   normal = evaluation.evaluate(config, model, variables, tag='normal')
-  oracle = evaluation.evaluate(config, model, variables, tag='oracle', oracle_centerness=True)
+  oracle = oracle_centerness.evaluate(config, model, variables, tag='oracle')
   assert normal['num_images'] == oracle['num_images'] == 11
   assert normal['AP50'] > 0.02, 'the model should have learned something'
   assert oracle['AP'] >= normal['AP'] and oracle['AP50'] >= normal['AP50']
@@ -72,10 +73,10 @@ def test_evaluate_program_with_oracle_and_analysis(trained, shapes_tfds, tmp_pat
   import os
   import subprocess
   import sys
-  from fcos_jax.tools import import_torchvision
+  from fcos_jax.weights import torchvision_import
   config, _, variables = trained
   params = str(tmp_path / 'params')
-  import_torchvision.save(jax.device_get(variables), params)
+  torchvision_import.save(jax.device_get(variables), params)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='3')
   d = config.data

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fcos_jax import inference, serving
+from fcos_jax.serving import export
 from fcos_jax.models import fcos
 from tests import tiny_config
 
@@ -22,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def exported(tmp_path_factory):
   config, model, variables, cats = tiny_config.random_detector()
   out = str(tmp_path_factory.mktemp('export'))
-  meta = serving.export_detector(config, model, variables, out, cats)
+  meta = export.export_detector(config, model, variables, out, cats)
   return config, model, variables, out, meta
 
 

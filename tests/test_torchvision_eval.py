@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from fcos_jax import evaluation
+from fcos_jax.evaluation import scoring
 from tests.torchvision_model import randomized_fcos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,9 +48,9 @@ def torchvision_detections(tv, path):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   from fcos_jax.configs import coco_torchvision
-  from fcos_jax.data import convert_coco
+  from fcos_jax.data import coco_conversion
   from fcos_jax.models import fcos
-  from fcos_jax.tools import import_torchvision
+  from fcos_jax.weights import torchvision_import
   import jax
   import jax.numpy as jnp
 
@@ -60,7 +60,7 @@ def setup(tmp_path_factory):
   model = fcos.create_model(coco_torchvision.get_config().model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   state_dict = {k: v.numpy() for k, v in tv.state_dict().items()}
-  import_torchvision.save(import_torchvision.convert(state_dict, like, 'fcos'),
+  torchvision_import.save(torchvision_import.convert(state_dict, like, 'fcos'),
                           str(root / 'params'))
 
   os.makedirs(root / 'images')
@@ -90,7 +90,7 @@ def setup(tmp_path_factory):
   with open(root / 'gt.json', 'w') as f:
     json.dump(gt, f)
   data_dir = str(root / 'tfds')
-  convert_coco.convert('tv_eval', data_dir,
+  coco_conversion.convert('tv_eval', data_dir,
                        {'validation': (str(root / 'gt.json'), str(root / 'images'))})
   out = subprocess.run(
       [sys.executable, 'evaluate.py', '--config', 'configs/coco_torchvision.py',
@@ -138,9 +138,9 @@ def test_coco_ap_of_both_is_equal(setup):
             for b, s, l in zip(w['boxes'], w['scores'], w['labels'])]
   ours = [r for r in got if r['bbox'][2] > 0 and r['bbox'][3] > 0]
   theirs = [r for r in theirs if r['bbox'][2] > 0 and r['bbox'][3] > 0]
-  a = evaluation.coco_eval(gt, ours)['stats']
-  b = evaluation.coco_eval(gt, theirs)['stats']
+  a = scoring.coco_eval(gt, ours)['stats']
+  b = scoring.coco_eval(gt, theirs)['stats']
   print(f"AP ours {a['AP']:.6f}, torchvision {b['AP']:.6f}")
   assert 0.05 < b['AP'] < 0.95
-  for name in evaluation.STAT_NAMES:
+  for name in scoring.STAT_NAMES:
     assert a[name] == pytest.approx(b[name], abs=1e-9), name

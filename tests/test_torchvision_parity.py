@@ -18,7 +18,7 @@ from torch import nn
 from fcos_jax.configs import coco_torchvision
 from fcos_jax import inference, losses, targets
 from fcos_jax.models import fcos
-from fcos_jax.tools import import_torchvision
+from fcos_jax.weights import torchvision_import
 from tests.torchvision_model import randomized_fcos
 
 SIZES = [(160, 224), (256, 256)]  # a multiple of 32 only, and a multiple of 128
@@ -41,12 +41,12 @@ def models(tmp_path_factory):
   config = coco_torchvision.get_config()
   model = fcos.create_model(config.model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  variables = import_torchvision.convert(state_dict, like, 'fcos')
+  variables = torchvision_import.convert(state_dict, like, 'fcos')
   # And through the command-line path: save, then load as an init/params checkpoint.
-  from fcos_jax import checkpoints
+  from fcos_jax.weights import params
   path = str(tmp_path_factory.mktemp('imported') / 'fcos')
-  import_torchvision.save(variables, path)
-  loaded = checkpoints.load_params(path)
+  torchvision_import.save(variables, path)
+  loaded = params.load_params(path)
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded['params'], variables['params'])
   return tv, config, model, variables
 
@@ -164,17 +164,17 @@ def test_import_errors_name_the_key(models):
   sd = {k: v.numpy() for k, v in models[0].state_dict().items()}
   bad = dict(sd)
   del bad['head.regression_head.bbox_ctrness.bias']
-  with pytest.raises(import_torchvision.WeightImportError,
+  with pytest.raises(torchvision_import.WeightImportError,
                      match='missing.*head.regression_head.bbox_ctrness.bias'):
-    import_torchvision.convert(bad, like, 'fcos')
+    torchvision_import.convert(bad, like, 'fcos')
   bad = dict(sd, **{'head.extra.weight': np.zeros(3, np.float32)})
-  with pytest.raises(import_torchvision.WeightImportError, match='unexpected.*head.extra.weight'):
-    import_torchvision.convert(bad, like, 'fcos')
+  with pytest.raises(torchvision_import.WeightImportError, match='unexpected.*head.extra.weight'):
+    torchvision_import.convert(bad, like, 'fcos')
   bad = dict(sd)
   bad['backbone.fpn.extra_blocks.p6.bias'] = np.zeros(128, np.float32)
-  with pytest.raises(import_torchvision.WeightImportError,
+  with pytest.raises(torchvision_import.WeightImportError,
                      match=r'backbone.fpn.extra_blocks.p6.bias: shape \(128,\)'):
-    import_torchvision.convert(bad, like, 'fcos')
+    torchvision_import.convert(bad, like, 'fcos')
 
 
 def test_imagenet_resnet50_import(models, tmp_path):
@@ -184,10 +184,10 @@ def test_imagenet_resnet50_import(models, tmp_path):
   path = tmp_path / 'resnet50.pth'
   torch.save(resnet.state_dict(), path)
   out = tmp_path / 'imported'
-  kind, n = import_torchvision.import_weights(str(path), str(out))
+  kind, n = torchvision_import.import_weights(str(path), str(out))
   assert kind == 'resnet' and n == 265  # 53 convs + 53 x 4 BN tensors
-  from fcos_jax import checkpoints
-  loaded = checkpoints.load_params(str(out))
+  from fcos_jax.weights import params
+  loaded = params.load_params(str(out))
   np.testing.assert_array_equal(
       loaded['params']['backbone']['layer3']['2']['conv2']['kernel'],
       resnet.state_dict()['layer3.2.conv2.weight'].numpy().transpose(2, 3, 1, 0))
@@ -199,7 +199,8 @@ def test_imagenet_backbone_initializes_training(tmp_path):
   """An imported ImageNet ResNet becomes `init_checkpoint`: backbone and frozen-BN statistics
   replaced, FPN and head keep their fresh init."""
   from fcos_jax.configs import coco
-  from fcos_jax import optim, restore, train_step
+  from fcos_jax import optim, sharding, train_step
+  from fcos_jax.weights import params
   torch.manual_seed(0)
   resnet = torchvision.models.resnet18(weights=None)
   with torch.no_grad():
@@ -210,13 +211,13 @@ def test_imagenet_backbone_initializes_training(tmp_path):
   torch.save(resnet.state_dict(), path)
   config = coco.get_config()
   config.model.update(backbone_depth=18, fpn_channels=32, head_num_convs=1, num_classes=3)
-  import_torchvision.import_weights(str(path), str(tmp_path / 'r18'), config.model)
-  mesh = train_step.make_mesh(jax.devices()[:1])
+  torchvision_import.import_weights(str(path), str(tmp_path / 'r18'), config.model)
+  mesh = sharding.make_mesh(jax.devices()[:1])
   model = fcos.create_model(config.model)
   like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   tx = optim.create_optimizer(config, like['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, (64, 64))
-  merged = restore.merge_init_checkpoint(state, str(tmp_path / 'r18'))
+  state = train_step.create_train_state(config, model, tx, mesh)
+  merged = params.merge_init_checkpoint(state, str(tmp_path / 'r18'))
   sd = resnet.state_dict()
   np.testing.assert_array_equal(merged.params['backbone']['layer4']['1']['conv2']['kernel'],
                                 sd['layer4.1.conv2.weight'].numpy().transpose(2, 3, 1, 0))
@@ -238,35 +239,35 @@ def test_download_table_is_torchvisions_and_fetch_checks_the_hash(tmp_path):
            'resnet50_v2': tvm.ResNet50_Weights.IMAGENET1K_V2,
            'resnet101': tvm.ResNet101_Weights.IMAGENET1K_V1,
            'fcos_resnet50_fpn': detection.FCOS_ResNet50_FPN_Weights.COCO_V1}
-  assert {k: import_torchvision.BASE_URL + v
-          for k, v in import_torchvision.TORCHVISION_WEIGHTS.items()} == \
+  assert {k: torchvision_import.BASE_URL + v
+          for k, v in torchvision_import.TORCHVISION_WEIGHTS.items()} == \
       {k: e.url for k, e in enums.items()}
   # A mirror holding a file under the expected name whose sha256 does not match.
   mirror = tmp_path / 'mirror'
   mirror.mkdir()
-  name = import_torchvision.TORCHVISION_WEIGHTS['resnet18']
+  name = torchvision_import.TORCHVISION_WEIGHTS['resnet18']
   (mirror / name).write_bytes(b'not the weights')
   cache = tmp_path / 'cache'
-  with pytest.raises(import_torchvision.WeightImportError, match='sha256'):
-    import_torchvision.fetch('resnet18', str(cache), f'file://{mirror}')
+  with pytest.raises(torchvision_import.WeightImportError, match='sha256'):
+    torchvision_import.fetch('resnet18', str(cache), f'file://{mirror}')
   assert not (cache / name).exists()
   # With the real hash prefix (patched to this file's), it is fetched and cached.
   data = b'stand-in weights'
   (mirror / name).write_bytes(data)
   prefix = hashlib.sha256(data).hexdigest()[:8]
-  table = dict(import_torchvision.TORCHVISION_WEIGHTS, resnet18=f'resnet18-{prefix}.pth')
+  table = dict(torchvision_import.TORCHVISION_WEIGHTS, resnet18=f'resnet18-{prefix}.pth')
   (mirror / f'resnet18-{prefix}.pth').write_bytes(data)
-  orig = import_torchvision.TORCHVISION_WEIGHTS
-  import_torchvision.TORCHVISION_WEIGHTS = table
+  orig = torchvision_import.TORCHVISION_WEIGHTS
+  torchvision_import.TORCHVISION_WEIGHTS = table
   try:
-    path = import_torchvision.fetch('resnet18', str(cache), f'file://{mirror}')
+    path = torchvision_import.fetch('resnet18', str(cache), f'file://{mirror}')
     assert open(path, 'rb').read() == data
     # From the cache, with no reachable mirror.
-    assert import_torchvision.fetch('resnet18', str(cache), 'file:///nonexistent') == path
+    assert torchvision_import.fetch('resnet18', str(cache), 'file:///nonexistent') == path
   finally:
-    import_torchvision.TORCHVISION_WEIGHTS = orig
-  with pytest.raises(import_torchvision.WeightImportError, match='known weights'):
-    import_torchvision.fetch('resnet9', str(cache))
+    torchvision_import.TORCHVISION_WEIGHTS = orig
+  with pytest.raises(torchvision_import.WeightImportError, match='known weights'):
+    torchvision_import.fetch('resnet9', str(cache))
 
 
 def test_coco_names_are_torchvisions():

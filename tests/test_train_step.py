@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fcos_jax import optim, train_step
+from fcos_jax import optim, sharding, train_step
 from fcos_jax.models import fcos
 from tests import tiny_config
 
@@ -14,11 +14,11 @@ SHAPE = (64, 96)
 
 
 def make(config, devices):
-  mesh = train_step.make_mesh(devices)
+  mesh = sharding.make_mesh(devices)
   model = fcos.create_model(config.model)
   abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + SHAPE + (3,)))
   tx = optim.create_optimizer(config, abstract['params'])
-  state = train_step.create_train_state(config, model, tx, mesh, SHAPE)
+  state = train_step.create_train_state(config, model, tx, mesh)
   return mesh, state, train_step.make_train_step(config, model, tx, mesh)
 
 
@@ -129,14 +129,14 @@ def test_batch_spec_is_what_the_pipeline_delivers(shapes_tfds):
   config.data.dataset, config.data.data_dir = shapes_tfds
   config.data.synthetic = False
   config.batch_size = 8
-  sharding = NamedSharding(train_step.make_mesh(jax.devices()), P('data'))
+  batch_sharding = NamedSharding(sharding.make_mesh(jax.devices()), P('data'))
   dataset = input_pipeline.create_train_dataset(config.data, config.batch_size, seed=0)
   seen = set()
   for host_batch in dataset.take(8).as_numpy_iterator():
-    batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), sharding)
+    batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), batch_sharding)
     shape = batch['image'].shape[1:3]
     seen.add(shape)
-    spec = train_step.batch_spec(config, shape, sharding)
+    spec = train_step.batch_spec(config, shape, batch_sharding)
     assert sorted(spec) == sorted(batch)
     for k, v in batch.items():
       assert (v.shape, v.dtype, v.sharding) == (spec[k].shape, spec[k].dtype, spec[k].sharding), k

@@ -39,16 +39,17 @@ def assert_one_line_error(out, *needles):
 def workdir_of_another_config(tmp_path_factory, shapes_tfds):
   """A training workdir (config.json + the train state of step 7) of the tiny config."""
   import jax
-  from fcos_jax import checkpoints, train_step
+  from fcos_jax import sharding, train_step
+  from fcos_jax.weights import checkpoints, run_config
   from tests import tiny_config
   config = tiny_config.get_config()
   config.data.update(dataset=shapes_tfds[0], data_dir=shapes_tfds[1], synthetic=False)
   workdir = tmp_path_factory.mktemp('run')
-  _, _, state = train_step.build_training(config, train_step.make_mesh(jax.devices()[:1]))
+  _, _, state = train_step.build_training(config, sharding.make_mesh(jax.devices()[:1]))
   ckpt = checkpoints.Checkpointer(str(workdir))
   ckpt.save(7, state.replace(step=state.step + 7))
   ckpt.close()
-  checkpoints.write_config(str(workdir), config, 0)
+  run_config.write_config(str(workdir), config, 0)
   return str(workdir)
 
 
@@ -269,7 +270,7 @@ def test_import_torchvision_mistakes(resnet_files, tmp_path):
 def export_dir(tmp_path_factory):
   import jax
   import jax.numpy as jnp
-  from fcos_jax import serving
+  from fcos_jax.serving import export
   from fcos_jax.data.categories import Categories
   from fcos_jax.models import fcos
   from tests import tiny_config
@@ -277,7 +278,7 @@ def export_dir(tmp_path_factory):
   model = fcos.create_model(config.model)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 96, 3)))
   out = str(tmp_path_factory.mktemp('export'))
-  serving.export_detector(config, model, variables, out,
+  export.export_detector(config, model, variables, out,
                           Categories((1, 2, 3, 4, 5), ('a', 'b', 'c', 'd', 'e')))
   return out
 

@@ -8,6 +8,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fcos_jax.errors import ConfigError
 
+# 'dataset': model output k = dataset label k; 'category_id': output k = COCO category id k.
+LABEL_SPACES = ('dataset', 'category_id')
+
 # COCO 2017's 80 category ids, in the order of its annotation file (= TFDS coco/2017 labels).
 COCO_CATEGORY_IDS = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
@@ -44,14 +47,14 @@ def coco() -> 'Categories':
 
 def model_class_ids(model_config, categories: Categories) -> Tuple[int, ...]:
   """The COCO category id of each model output index."""
-  if model_config.get('label_space', 'dataset') == 'category_id':
+  if model_config.label_space == 'category_id':
     return tuple(range(model_config.num_classes))
   return categories.ids
 
 
 def training_label_map(model_config, categories: Categories) -> Optional[Tuple[int, ...]]:
   """Dataset label -> model output index (None: the identity)."""
-  if model_config.get('label_space', 'dataset') == 'category_id':
+  if model_config.label_space == 'category_id':
     if max(categories.ids) >= model_config.num_classes:
       raise ConfigError(f'config.model.num_classes = {model_config.num_classes}: category ids '
                         f'go up to {max(categories.ids)}, so it must be > {max(categories.ids)}')

@@ -27,6 +27,10 @@ from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import preprocessing as pp
 from fcos_jax.data import sizes
 
+# 'bucket': the fixed bucket shapes (at most two programs); 'per_image': each image padded to its
+# own next multiple of size_divisibility (one program per shape that occurs).
+EVAL_PADDINGS = ('bucket', 'per_image')
+
 class DatasetNotPreparedError(errors.UserError, RuntimeError):
   """The config names a TFDS dataset that is not prepared where it points."""
 
@@ -160,7 +164,7 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
     logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
                  '%s in training', np.round(bucket_weights, 3), stats['scanned'],
                  stats['without_boxes'],
-                 'are kept' if data_config.get('keep_empty_images', False) else 'are skipped')
+                 'are kept' if data_config.keep_empty_images else 'are skipped')
   split = process_split(data_config.train_split, process_index, process_count)
   streams, weights = [], []
   for b, shape in enumerate(shapes):
@@ -168,7 +172,7 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
       continue
     ds = _read(builder, split, shuffle_seed=seed + 1000 * process_index)
     ds = ds.map(_with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
-    keep_empty = data_config.get('keep_empty_images', False)
+    keep_empty = data_config.keep_empty_images
     ds = ds.filter(lambda ex, b=b: (ex['_bucket'] == b) &
                    (keep_empty or tf.reduce_any(~ex['objects']['is_crowd'])))
     # Shuffle, then repeat: epochs stay whole, each reshuffled (deterministically from the seed).
@@ -193,14 +197,14 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
 def _eval_resized_size(data_config, hw):
   """The resized (h, w) of an evaluation image (`sizes.eval_resized_size` in graph ops)."""
   d = data_config
-  if d.get('torchvision_exact', False):
+  if d.torchvision_exact:
     return pp.resized_size_torchvision(hw, d.eval_min_size, d.max_size)
   return pp.scaled_size(hw, pp.resize_scale(hw, d.eval_min_size, d.max_size))
 
 
 def _eval_preprocess(data_config, shape, with_boxes=False):
   """`shape` None: pad to the next multiple of `size_divisibility` ('per_image')."""
-  exact = data_config.get('torchvision_exact', False)
+  exact = data_config.torchvision_exact
 
   def fn(ex):
     image = _decode(ex, pil_exact=exact)
@@ -265,7 +269,7 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
   process_count = jax.process_count() if process_count is None else process_count
   builder = get_builder(data_config)
   split = process_split(split or data_config.eval_split, process_index, process_count)
-  if data_config.get('eval_padding', 'bucket') == 'per_image':
+  if data_config.eval_padding == 'per_image':
     def batches(_, examples):
       examples = examples.map(_eval_preprocess(data_config, None, with_boxes),
                               num_parallel_calls=tf.data.AUTOTUNE)

@@ -69,7 +69,7 @@ def resized_size_torchvision(hw: Shape, min_size: float, max_size: float) -> Sha
 def eval_resized_size(hw: Shape, data_config) -> Shape:
   """The resized (h, w) of an evaluation image under `data_config` (its `torchvision_exact`)."""
   d = data_config
-  if d.get('torchvision_exact', False):
+  if d.torchvision_exact:
     return resized_size_torchvision(hw, d.eval_min_size, d.max_size)
   return resized_size(hw, d.eval_min_size, d.max_size)
 

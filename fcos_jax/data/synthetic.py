@@ -3,7 +3,7 @@
 Shapes of several classes (rectangle, ellipse, triangle, cross, ring) in random colours and sizes
 on textured, noisy backgrounds, with overlaps, small objects, objects cut by the image border and
 some images without objects. Writes `annotations/{split}.json` + `images/{split}/*.jpg`, the layout
-`fcos_jax.data.convert_coco` turns into a TFDS dataset. Same seed, same files.
+`fcos_jax.data.coco_conversion` turns into a TFDS dataset. Same seed, same files.
 
   python -m fcos_jax.data.synthetic --out /tmp/shapes_coco --train 400 --val 100
 """
@@ -153,7 +153,7 @@ def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int =
   Returns the folder of the COCO-format files (annotations/{split}.json, images/{split}/).
   """
   import tensorflow_datasets as tfds
-  from fcos_jax.data import convert_coco
+  from fcos_jax.data import coco_conversion
   raw = os.path.join(data_dir, f'{name}_coco')
   try:
     if tfds.builder(name, data_dir=data_dir).is_prepared():
@@ -161,27 +161,29 @@ def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int =
   except tfds.core.registered.DatasetNotFoundError:
     pass
   generate(raw, splits, seed, **kwargs)
-  convert_coco.convert(name, data_dir, {
+  coco_conversion.convert(name, data_dir, {
       split: (os.path.join(raw, 'annotations', f'{split}.json'),
               os.path.join(raw, 'images', split)) for split in splits}, overwrite=True)
   return raw
 
 
-def main(argv=None):
-  import argparse
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--train', type=int, default=400)
-  parser.add_argument('--val', type=int, default=100)
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--height', type=int, default=160)
-  parser.add_argument('--width', type=int, default=160)
-  args = parser.parse_args(argv)
-  generate(args.out, {'train': args.train, 'validation': args.val}, args.seed,
-           image_size=(args.height, args.width))
-  print(f'wrote {args.train} train and {args.val} validation images to {args.out}')
+def prepare(config) -> None:
+  """Generate + convert the synthetic dataset if the config asks for it (process 0 writes, the
+  others wait for it)."""
+  import jax
+  d = config.data
+  if not d.synthetic:
+    return
+  if jax.process_index() == 0:
+    ensure_dataset(d.dataset, d.data_dir,
+                   {d.train_split: d.synthetic_train_images,
+                    d.eval_split: d.synthetic_eval_images},
+                   seed=config.seed, image_size=tuple(d.synthetic_image_size))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('synthetic_data_ready')
 
 
-if __name__ == '__main__':
-  main()
+if __name__ == '__main__':  # alias of the program fcos_jax/programs/synthetic_shapes.py
+  from fcos_jax.programs.synthetic_shapes import run
+  run()

@@ -1,10 +1,10 @@
-"""Writers and runners of the export formats, one module each.
+"""Writers and runners of the export formats, one module each, below nothing but `contract`.
 
 Every format module offers `write(fn, variables, shapes, out_dir, metadata) -> model entries`
 and `load(export_dir, metadata) -> {(height, width): program}`, where `fn(variables, images,
-image_sizes)` is the JAX detection function (`serving.detection_fn`) and a program maps uint8
-images [B, H, W, 3] and int32 sizes [B, 2] to the numpy outputs named in `serving.OUTPUT_KEYS`.
-Converters are imported inside the functions: each format's packages are an optional extra.
+image_sizes)` is a JAX function of the contract's inputs (`serving.export.detection_fn`) and a
+program maps them to the numpy outputs named in `contract.OUTPUT_KEYS`. Converters are imported
+inside the functions: each format's packages are an optional extra.
 """
 
 import importlib.util
@@ -12,9 +12,6 @@ import importlib.util
 from fcos_jax import errors
 
 FORMATS = ('stablehlo', 'onnx', 'savedmodel')
-# StableHLO (also inside SavedModels) is lowered for each, so that an export written on a CPU
-# machine serves on accelerators too.
-PLATFORMS = ('cpu', 'cuda', 'tpu')
 # The packages each format needs to be written, and the extra that installs them.
 _NEEDS = {'stablehlo': ((), None),
           'onnx': (('jax2onnx', 'onnx', 'onnxruntime'), 'onnx'),

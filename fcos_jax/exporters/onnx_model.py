@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import errors
+from fcos_jax.exporters.contract import INPUT_NAMES, OUTPUT_KEYS
 
 OPSET = 21
-INPUT_NAMES = ('images', 'image_sizes')
 
 
 def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
@@ -52,9 +52,8 @@ def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
 
 
 def write(fn, variables, shapes, out_dir: str, metadata) -> List[Dict[str, Any]]:
-  from fcos_jax import serving
   import onnx
-  keys = serving.OUTPUT_KEYS
+  keys = OUTPUT_KEYS
   (batch,) = jax.export.symbolic_shape('batch')
   files = []
   for h, w in shapes:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from fcos_jax import errors
-from fcos_jax.exporters import PLATFORMS
+from fcos_jax.exporters.contract import PLATFORMS
 
 DIRECTORY = 'saved_model'
 

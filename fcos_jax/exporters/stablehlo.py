@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import errors
-from fcos_jax.exporters import PLATFORMS
+from fcos_jax.exporters.contract import PLATFORMS
 
 
 def flatten(tree, prefix=()) -> Dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ from fcos_jax.models.head import FCOSHead
 from fcos_jax.models.resnet import ResNet
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Variable shapes do not depend on the image size: models are initialized on this small input.
+INIT_IMAGE_SHAPE = (64, 64)
 
 
 def flatten_levels(per_level):
@@ -68,6 +70,17 @@ def create_model(model_config) -> FCOS:
   kwargs = {k: model_config[k] for k in fields if k in model_config}
   kwargs['dtype'] = DTYPES[model_config.dtype]
   return FCOS(**kwargs)
+
+
+def init_variables(model: FCOS, rng) -> Dict[str, Any]:
+  """Fresh {'params', 'batch_stats'} of `model` ('batch_stats': {} without frozen BN)."""
+  variables = model.init(rng, jnp.zeros((1, *INIT_IMAGE_SHAPE, 3), jnp.float32))
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def abstract_variables(model: FCOS) -> Dict[str, Any]:
+  """ShapeDtypeStructs of `init_variables`: what a checkpoint is restored into."""
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
 
 
 def trainable_mask(params, freeze_at: int):

@@ -10,6 +10,7 @@ from fcos_jax.models.conv import Conv
 from fcos_jax.models.conv1x1 import Conv1x1
 
 # kaiming_uniform(a=1), the FPN init of the official code and torchvision.
+P6P7_SOURCES = ('p5', 'c5')
 KAIMING_UNIFORM_A1 = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 
 
@@ -35,8 +36,8 @@ class FPN(nn.Module):
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array]):
-    if self.p6p7_source not in ('p5', 'c5'):
-      raise ValueError(f"p6p7_source must be 'p5' or 'c5', got {self.p6p7_source!r}")
+    if self.p6p7_source not in P6P7_SOURCES:
+      raise ValueError(f'p6p7_source must be one of {P6P7_SOURCES}, got {self.p6p7_source!r}')
     laterals = [self._conv(1, 1, f'inner_blocks_{i}')(f) for i, f in enumerate(features)]
     top = laterals[-1]
     outputs = [self._conv(3, 1, f'layer_blocks_{len(features) - 1}')(top)]

@@ -9,8 +9,9 @@ FCOS has no Scale); a model that should load torchvision weights uses `use_scale
 import re
 from typing import Dict, Tuple
 
-import jax
 import numpy as np
+
+from fcos_jax import trees
 
 _LEAF = {'kernel': 'weight', 'bias': 'bias', 'scale': 'weight', 'mean': 'running_mean',
          'var': 'running_var'}
@@ -51,8 +52,8 @@ def torchvision_key(path: Tuple[str, ...]) -> str:
 def torchvision_names(variables) -> Dict[str, Tuple[str, Tuple[str, ...]]]:
   """{torchvision key: (collection, Flax path)} over all variables of a model."""
   names = {}
-  for kp, _ in jax.tree_util.tree_flatten_with_path(variables)[0]:
-    collection, *path = [k.key for k in kp]
+  for name in trees.leaves_by_path(variables):
+    collection, *path = name.split('/')
     key = torchvision_key(tuple(path))
     if key in names:
       raise ValueError(f'{key} is claimed by {names[key]} and {(collection, tuple(path))}')

@@ -19,12 +19,10 @@ one (the paper's 36.6 -> 42.1 AP on COCO); --analysis writes the error analysis 
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from absl import flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from fcos_jax import cli  # noqa: E402
+from fcos_jax.programs import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
@@ -47,7 +45,7 @@ FLAGS = flags.FLAGS
 
 
 def print_metrics(metrics):
-  from fcos_jax.evaluation import STAT_NAMES
+  from fcos_jax.evaluation.scoring import STAT_NAMES
   print(f'evaluated {metrics["num_images"]} images of {metrics["split_size"]}')
   for name in STAT_NAMES:
     print(f'  {name:<6} {metrics[name]:.4f}')
@@ -65,24 +63,23 @@ def print_metrics(metrics):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  cli.quiet_library_logs()
+  cli.no_arguments(argv)
   cli.initialize_distributed()
   cli.enable_compilation_cache()
   import jax
-  from fcos_jax import evaluation
+  from fcos_jax import errors, evaluation
+  from fcos_jax.evaluation import coco_data
   config = cli.get_config(_CONFIG)
   split = _SPLIT.value or config.data.eval_split
   if _DETECTIONS.value:
     metrics = evaluation.score_results_file(config, _DETECTIONS.value, split=split,
                                             annotations=_ANNOTATIONS.value)
     out_dir = _OUT.value or os.path.dirname(os.path.abspath(_DETECTIONS.value))
-    evaluation.write_outputs(out_dir, 'offline', metrics)
+    coco_data.write_outputs(out_dir, 'offline', metrics)
     print_metrics(metrics)
     return
   if not (FLAGS.workdir or FLAGS.params):
-    raise app.UsageError('--workdir (with checkpoints), --params or --detections is required')
+    raise errors.UserError('--workdir (with checkpoints), --params or --detections is required')
   model, variables, step = cli.load_weights(config)
   logging.info('evaluating checkpoint of step %d on split %r', step, split)
   out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
@@ -94,10 +91,11 @@ def main(argv):
     print(f'checkpoint step {step}, split {split!r}')
     print_metrics(metrics)
   if _ORACLE.value:
-    oracle = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
-                                 annotations=_ANNOTATIONS.value,
-                                 tag=f'offline_eval_{step}_oracle_centerness', progress=True,
-                                 oracle_centerness=True)
+    from fcos_jax.analysis import oracle_centerness
+    oracle = oracle_centerness.evaluate(config, model, variables, workdir=out_dir, split=split,
+                                        annotations=_ANNOTATIONS.value,
+                                        tag=f'offline_eval_{step}_oracle_centerness',
+                                        progress=True)
     if jax.process_index() == 0:
       print('with the ground-truth centerness (oracle):')
       print_metrics(oracle)

@@ -14,12 +14,11 @@ preprocessing settings and class names. Run any of them with `fcos_jax.serving.D
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from absl import flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from fcos_jax import cli, exporters  # noqa: E402
+from fcos_jax import exporters
+from fcos_jax.programs import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
@@ -33,10 +32,9 @@ flags.mark_flags_as_required(['config', 'out'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  cli.quiet_library_logs()
-  from fcos_jax import errors, serving
+  cli.no_arguments(argv)
+  from fcos_jax import errors
+  from fcos_jax.serving import export
   from fcos_jax.data import input_pipeline
   config = cli.get_config(_CONFIG)
   out = _OUT.value
@@ -48,7 +46,7 @@ def main(argv):
   exporters.require(_FORMAT.value)
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
-  meta = serving.export_detector(config, model, variables, out, categories, _FORMAT.value)
+  meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value)
   size = sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(out) for f in files)
   print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}): '

@@ -25,7 +25,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from fcos_jax import cli
+from fcos_jax.programs import cli
 from fcos_jax.video_io import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
@@ -146,13 +146,13 @@ def predict_video(detector, path: str, out: str, detections) -> int:
 
 def main(argv):
   from fcos_jax import errors
-  if len(argv) > 1:
-    raise errors.UserError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   inputs = expand_inputs(_IMAGES.value)
   if not inputs:
     raise errors.UserError('give at least one --image (a file, folder or glob)')
   from tqdm import tqdm
   from fcos_jax import image_io
+  from fcos_jax.evaluation import coco_data
   cli.enable_compilation_cache()
   detector = load_detector()
   outputs = output_paths(inputs, _OUT.value)
@@ -175,9 +175,8 @@ def main(argv):
         skipped.append(path)
     for path, image, dets in zip(chunk, images, detector.detect_many(images, _BATCH.value)):
       detections[path] = dets
-      results += [{'image_id': ids[path], 'file_name': path, 'category_id': d['category_id'],
-                   'bbox': [d['bbox'][0], d['bbox'][1], d['bbox'][2] - d['bbox'][0],
-                            d['bbox'][3] - d['bbox'][1]], 'score': d['score']}
+      results += [dict(coco_data.coco_result(ids[path], d['category_id'], d['bbox'],
+                                             d['score']), file_name=path)
                   # COCO scores boxes of positive size only (a box clipped flat at the border).
                   for d in dets if d['bbox'][2] > d['bbox'][0] and d['bbox'][3] > d['bbox'][1]]
       os.makedirs(os.path.dirname(outputs[path]), exist_ok=True)

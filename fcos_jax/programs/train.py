@@ -6,14 +6,11 @@ SLURM, where JAX finds them itself) and run the same command on every host.
 """
 
 import json
-import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from absl import flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from fcos_jax import cli  # noqa: E402
+from fcos_jax.programs import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
@@ -24,9 +21,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  cli.quiet_library_logs()
+  cli.no_arguments(argv)
   cli.initialize_distributed()
   cli.enable_compilation_cache()
   import jax

@@ -1,1 +1,2 @@
-"""Command-line tools."""
+"""Aliases of programs under their earlier module names: `python -m fcos_jax.tools.X` runs
+`fcos_jax.programs.X`."""

@@ -1,54 +1,5 @@
-"""Best possible recall and ambiguous samples of a config's assigner on a dataset split.
-
-  python -m fcos_jax.tools.assigner_stats --config configs/coco.py [--split validation]
-      [--out DIR]
-
-Prints the BPR of the FCOS assigner (overall, by COCO size, by FPN level) next to a RetinaNet
-anchor assigner's (9 anchors, IoU >= 0.5, with and without low-quality matches) and the share
-of ambiguous locations before and after FPN level assignment; writes DIR/assigner_stats.json and
-DIR/assigner_bpr.png (default DIR: the current folder).
-"""
-
-import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from fcos_jax import cli  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
-                                          lock_config=True)
-_SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.eval_split).')
-_OUT = flags.DEFINE_string('out', '.', 'Folder for assigner_stats.json and assigner_bpr.png.')
-_BATCH = flags.DEFINE_integer('batch_size', None, 'Images per batch (default: '
-                              'config.eval_batch_size).')
-flags.mark_flag_as_required('config')
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  import json
-  from fcos_jax.analysis import recall
-  from fcos_jax.trainer import prepare_synthetic_data
-  config = cli.get_config(_CONFIG)
-  prepare_synthetic_data(config)
-  collected = recall.collect(config, split=_SPLIT.value, batch_size=_BATCH.value, progress=True)
-  summary = recall.summarize(collected, len(config.model.strides))
-  print(recall.format_summary(summary))
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, 'assigner_stats.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
-  png = os.path.join(_OUT.value, 'assigner_bpr.png')
-  recall.plot_summary(summary, png)
-  print(f'wrote {png} and assigner_stats.json')
-
-
-def run():
-  cli.run(main)
-
+"""Alias: `python -m fcos_jax.tools.assigner_stats` runs fcos_jax/programs/assigner_stats.py."""
 
 if __name__ == '__main__':
+  from fcos_jax.programs.assigner_stats import run
   run()

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from fcos_jax import checkpoints, errors, restore, train_step
+from fcos_jax import errors, sharding, train_step, trees
+from fcos_jax.weights import checkpoints, params
 from tests import tiny_config
 
 
@@ -13,10 +14,10 @@ from tests import tiny_config
 def saved_run(tmp_path_factory):
   """A workdir with the train state of step 7 (params perturbed away from the init)."""
   config = tiny_config.get_config()
-  mesh = train_step.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   _, _, state = train_step.build_training(config, mesh)
-  params = jax.tree_util.tree_map(lambda x: x + 0.5, state.params)
-  state = state.replace(params=params, step=state.step + 7)
+  perturbed = jax.tree_util.tree_map(lambda x: x + 0.5, state.params)
+  state = state.replace(params=perturbed, step=state.step + 7)
   workdir = str(tmp_path_factory.mktemp('run'))
   ckpt = checkpoints.Checkpointer(workdir)
   ckpt.save(7, state)
@@ -25,39 +26,39 @@ def saved_run(tmp_path_factory):
 
 
 def test_load_variables_restores_params_without_the_optimizer(saved_run):
-  config, workdir, params = saved_run
-  model, variables, step = restore.load_variables(config, workdir)
+  config, workdir, saved_params = saved_run
+  model, variables, step = params.load_variables(config, workdir)
   assert step == 7 and set(variables) == {'params', 'batch_stats'}
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables['params']),
-                         params)
+                         saved_params)
   assert model.num_classes == config.model.num_classes
   with pytest.raises(errors.CheckpointError, match='no checkpoint of step 3'):
-    restore.load_variables(config, workdir, step=3)
+    params.load_variables(config, workdir, step=3)
 
 
 def test_load_variables_of_an_empty_workdir_creates_nothing(tmp_path):
   config = tiny_config.get_config()
   with pytest.raises(errors.CheckpointError, match='no checkpoint in'):
-    restore.load_variables(config, str(tmp_path / 'nothing'))
+    params.load_variables(config, str(tmp_path / 'nothing'))
   assert not (tmp_path / 'nothing').exists()
 
 
 def test_params_checkpoint_and_the_choice_between_sources(saved_run, tmp_path):
   import orbax.checkpoint as ocp
-  config, workdir, params = saved_run
-  _, from_workdir, _ = restore.load_for_inference(config, workdir=workdir)
+  config, workdir, saved_params = saved_run
+  _, from_workdir, _ = params.load_for_inference(config, workdir=workdir)
   path = str(tmp_path / 'params')
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path, jax.device_get(from_workdir))
-  _, from_params, step = restore.load_for_inference(config, params=path, workdir=workdir)
+  _, from_params, step = params.load_for_inference(config, params=path, workdir=workdir)
   assert step == 0  # --params wins over --workdir
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(from_params['params']),
-                         params)
+                         saved_params)
   config.model.fpn_channels = 8  # another model: the mismatched tensor is named
-  with pytest.raises(errors.CheckpointError, match=r"\['fpn'\].*has shape"):
-    restore.load_for_inference(config, params=path)
+  with pytest.raises(errors.CheckpointError, match=r"params/fpn/.* in the file, .* in the model"):
+    params.load_for_inference(config, params=path)
   with pytest.raises(errors.UserError, match='workdir or a params checkpoint'):
-    restore.load_for_inference(config)
+    params.load_for_inference(config)
 
 
 def test_fine_tuning_on_other_classes_takes_every_tensor_that_fits(tmp_path):
@@ -76,16 +77,15 @@ def test_fine_tuning_on_other_classes_takes_every_tensor_that_fits(tmp_path):
   path = str(tmp_path / 'detector91')
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path, jax.device_get(variables))
-  _, _, state = train_step.build_training(config, train_step.make_mesh(jax.devices()[:1]))
+  _, _, state = train_step.build_training(config, sharding.make_mesh(jax.devices()[:1]))
   with pytest.raises(errors.CheckpointError, match='cls_logits'):
-    restore.merge_init_checkpoint(state, path)
-  merged = restore.merge_init_checkpoint(state, path, skip_mismatched=True)
-  src = restore.flat_by_path(jax.device_get(variables['params']))
-  got = restore.flat_by_path(jax.device_get(merged.params))
-  fresh = restore.flat_by_path(jax.device_get(state.params))
+    params.merge_init_checkpoint(state, path)
+  merged = params.merge_init_checkpoint(state, path, skip_mismatched=True)
+  src = trees.leaves_by_path(jax.device_get(variables['params']))
+  got = trees.leaves_by_path(jax.device_get(merged.params))
+  fresh = trees.leaves_by_path(jax.device_get(state.params))
   from_file = {k for k in got if np.array_equal(got[k], src[k])}
-  assert set(got) - from_file == {"['head']['cls_logits']['kernel']",
-                                  "['head']['cls_logits']['bias']"}
+  assert set(got) - from_file == {'head/cls_logits/kernel', 'head/cls_logits/bias'}
   for k in set(got) - from_file:
     np.testing.assert_array_equal(got[k], fresh[k])
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from fcos_jax.data import convert_coco
+from fcos_jax.data import coco_conversion
 
 
 def feature_signature(features):
@@ -24,7 +24,7 @@ def feature_signature(features):
 
 def test_features_match_tfds_coco_2017():
   coco = tfds.builder('coco/2017').info.features
-  ours = convert_coco.coco_features([f'c{i}' for i in range(80)])
+  ours = coco_conversion.coco_features([f'c{i}' for i in range(80)])
   assert feature_signature(ours) == feature_signature(coco)
   assert ours['objects']['label'].num_classes == 80
 
@@ -91,7 +91,7 @@ def bad_dataset(tmp_path):
 
 def test_every_bad_input_kind_is_counted_and_good_data_kept(bad_dataset):
   tmp, ann_path, img_dir, originals = bad_dataset
-  report = convert_coco.convert('bad', str(tmp / 'tfds'), {'train': (ann_path, img_dir)})
+  report = coco_conversion.convert('bad', str(tmp / 'tfds'), {'train': (ann_path, img_dir)})
   c = report.counts
   assert c['malformed_record'] == 2 and c['duplicate_id'] == 2
   assert c['degenerate_box'] == 2 and c['box_outside_image'] == 1 and c['box_clipped'] == 1
@@ -140,8 +140,8 @@ def images_by_id(ann_path):
 
 def test_on_error_fail_stops_with_the_id(bad_dataset):
   tmp, ann_path, img_dir, _ = bad_dataset
-  with pytest.raises(convert_coco.ConversionError, match='malformed_record|duplicate_id'):
-    convert_coco.convert('bad_fail', str(tmp / 'tfds2'), {'train': (ann_path, img_dir)},
+  with pytest.raises(coco_conversion.ConversionError, match='malformed_record|duplicate_id'):
+    coco_conversion.convert('bad_fail', str(tmp / 'tfds2'), {'train': (ann_path, img_dir)},
                          on_error='fail')
 
 
@@ -154,8 +154,8 @@ def test_on_error_fail_stops_with_the_id(bad_dataset):
 def test_unusable_annotation_files_fail_clearly(tmp_path, content, match):
   path = tmp_path / 'a.json'
   path.write_text(content)
-  with pytest.raises(convert_coco.ConversionError, match=match):
-    convert_coco.convert('x', str(tmp_path / 'tfds'), {'train': (str(path), str(tmp_path))})
+  with pytest.raises(coco_conversion.ConversionError, match=match):
+    coco_conversion.convert('x', str(tmp_path / 'tfds'), {'train': (str(path), str(tmp_path))})
 
 
 def test_command_line(tmp_path, shapes_coco):
@@ -176,7 +176,7 @@ def test_other_formats_16_bit_and_string_crowd_flags(tmp_path):
   """BMP / WebP / TIFF are stored as PNG (lossless) and read back by the pipeline at their true
   size; a 16-bit PNG is scaled to 8 bits, not clipped; iscrowd "0"/"1" strings are read as
   numbers and counted, other values skipped."""
-  from fcos_jax import evaluation
+  from fcos_jax.evaluation import coco_data
   from fcos_jax.data import input_pipeline
   from tests import tiny_config
   img = tmp_path / 'images'
@@ -196,7 +196,7 @@ def test_other_formats_16_bit_and_string_crowd_flags(tmp_path):
   (tmp_path / 'ann.json').write_text(json.dumps(
       {'images': images, 'annotations': anns, 'categories': [{'id': 1, 'name': 'a'}]}))
   data_dir = str(tmp_path / 'tfds')
-  report = convert_coco.convert('formats', data_dir,
+  report = coco_conversion.convert('formats', data_dir,
                                 {'validation': (str(tmp_path / 'ann.json'), str(img))})
   c = report.counts
   assert c['reencoded_as_png'] == 3 and c['scaled_to_8bit'] == 1
@@ -213,7 +213,7 @@ def test_other_formats_16_bit_and_string_crowd_flags(tmp_path):
   # The pipeline's header-based sizes (ground truth, buckets) are the true ones.
   config = tiny_config.get_config()
   config.data.update(dataset='formats', data_dir=data_dir, synthetic=False)
-  gt = evaluation.load_ground_truth(config, 'validation')
+  gt = coco_data.load_ground_truth(config, 'validation')
   assert [(im['height'], im['width']) for im in gt['images']] == \
       [(64, 80), (64, 88), (64, 96), (48, 56)]
   batch = next(input_pipeline.create_eval_dataset(config.data, 4).as_numpy_iterator())

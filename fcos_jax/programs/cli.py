@@ -1,10 +1,11 @@
-"""Command-line plumbing shared by the programs: the one-line error rule, flag groups and what
-they switch on.
+"""The programs' shared preamble: the one-line error rule, `--help`, quiet library logs, and
+the flag groups several programs take.
 
 Each program defines the groups it needs at import time (absl flags are process-global), calls
 the matching functions from its `main`, and starts with `cli.run(main)`: a user mistake (a
 `UserError`, a bad flag or config override) ends as one line `error: ...` on stderr and exit
-code 1; `--verbose` (or FCOS_JAX_VERBOSE=1) shows the traceback instead.
+code 1; `--verbose` (or FCOS_JAX_VERBOSE=1) shows the traceback instead. `--help` / `-h` print
+the program's usage and flags and exit 0 (`--helpfull` adds absl's own).
 """
 
 import os
@@ -56,13 +57,42 @@ def packaged_config(value: str) -> str:
   name, sep, override = value.partition(':')  # ml_collections' `file.py:arg` form
   if os.path.sep in name or name.endswith('.py') or os.path.exists(name):
     return value
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', f'{name}.py')
+  from fcos_jax import configs
+  path = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), f'{name}.py')
   return path + sep + override if os.path.exists(path) else value
 
 
-def parse_flags(argv):
-  """absl's parser, with bad flags and config overrides reported as one line."""
+HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
+
+
+def print_help(program_module: str) -> None:
+  """The program's docstring (its usage), its own flags, then the shared ones."""
+  module = sys.modules.get(program_module)
+  doc = (module.__doc__ or '').strip() if module else ''
+  print(doc)
+  for title, name in (('flags', program_module), ('shared flags', __name__)):
+    lines = FLAGS.module_help(name).strip().splitlines()
+    if lines and lines[0].endswith(':'):  # absl's header: the module's name
+      lines = lines[1:]
+    if lines:
+      print(f'\n{title}:\n' + '\n'.join(lines))
+  print("\n--helpfull lists every flag, absl's own included.")
+
+
+def no_arguments(argv) -> None:
+  """Programs take flags only: a stray word is a user error naming it."""
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments {argv[1:]} (flags are written --name=value; '
+                           'see --help)')
+
+
+def parse_flags(argv, program_module: str = '__main__'):
+  """absl's parser, with bad flags and config overrides reported as one line and `--help`
+  answered with the program's flags and exit code 0."""
   argv = list(argv)
+  if any(a in HELP_ARGS for a in argv[1:]):
+    print_help(program_module)
+    sys.exit(0)
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
       argv[i] = '--config=' + packaged_config(arg[len('--config='):])
@@ -71,7 +101,7 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    fail(f'{e} (see --helpshort)')
+    fail(f'{e} (see --help)')
   except (AttributeError, KeyError) as e:
     if _verbose():
       raise
@@ -83,18 +113,16 @@ def parse_flags(argv):
 
 
 def run(main: Callable) -> None:
-  """`app.run(main)` with the one-line error rule."""
-  # TensorFlow (tf.data only) is quiet unless asked; its oneDNN ops off, as in the tests.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  """`app.run(main)` with the one-line error rule, `--help` and quiet library logs."""
   def wrapped(argv):
+    quiet_library_logs()
     try:
       return main(argv)
-    except errors.UserError as e:
+    except (errors.UserError, app.UsageError) as e:
       if _verbose():
         raise
       fail(str(e))
-  app.run(wrapped, flags_parser=parse_flags)
+  app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, main.__module__))
 
 
 def get_config(holder):
@@ -112,13 +140,18 @@ def get_config(holder):
 
 
 def define_distributed_flags() -> None:
-  """--coordinator_address / --num_processes / --process_id, or --jax_distributed."""
+  """--coordinator_address / --num_processes / --process_id [--coordinator_bind_address], or
+  --jax_distributed (docs/accelerators.md)."""
   flags.DEFINE_string('coordinator_address', None,
-                      'host:port of process 0, for a multi-process run.')
+                      'host:port of process 0, the same on every process of a multi-process run.')
+  flags.DEFINE_string('coordinator_bind_address', None,
+                      'Where process 0 listens (default: every interface, [::]:PORT, so that '
+                      'the coordinator is reached through a Kubernetes service, NAT or a VIP).')
   flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
   flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
-  flags.DEFINE_bool('jax_distributed', False, 'Call jax.distributed.initialize() with no '
-                    'arguments (TPU pods, SLURM, ...).')
+  flags.DEFINE_bool('jax_distributed', False,
+                    'Call jax.distributed.initialize() with no arguments: JAX finds the '
+                    'processes itself on TPU pods, under SLURM and (with the k8s extra) on GKE.')
 
 
 def initialize_distributed() -> None:
@@ -126,7 +159,7 @@ def initialize_distributed() -> None:
   import jax
   if FLAGS.coordinator_address:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               coordinator_bind_address=FLAGS.coordinator_address,
+                               coordinator_bind_address=FLAGS.coordinator_bind_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   elif FLAGS.jax_distributed:
     jax.distributed.initialize()
@@ -169,16 +202,15 @@ def define_weights_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
   flags.DEFINE_string('params', None, "A params checkpoint instead of --workdir's (e.g. from "
-                      'python -m fcos_jax.tools.import_torchvision).')
+                      'fcos-import-torchvision).')
 
 
 def load_weights(config):
   """(model, variables, step) named by the flags of `define_weights_flags`."""
-  from absl import app
-  from fcos_jax import restore
+  from fcos_jax.weights import params
   if not (FLAGS.workdir or FLAGS.params):
-    raise app.UsageError('give --workdir (a training run) or --params (a params checkpoint)')
-  return restore.load_for_inference(config, workdir=FLAGS.workdir, step=FLAGS.step,
+    raise errors.UserError('give --workdir (a training run) or --params (a params checkpoint)')
+  return params.load_for_inference(config, workdir=FLAGS.workdir, step=FLAGS.step,
                                     params=FLAGS.params)
 
 

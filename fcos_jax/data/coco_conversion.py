@@ -1,0 +1,348 @@
+"""Convert a COCO-format detection dataset (JSON + image folder) into a TFDS dataset with the
+features of TFDS `coco/2017`, so the input pipeline and `evaluate.py` read it by name.
+
+  fcos-convert-coco --name my_data --data_dir ~/tensorflow_datasets \
+      --annotations train.json --images train_images/ --split train \
+      --annotations val.json --images val_images/ --split validation
+
+(the program: fcos_jax/programs/convert_coco.py; `python -m fcos_jax.data.convert_coco` is an
+alias).
+
+Features: 'image' (RGB), 'image/filename', 'image/id', 'objects' {'bbox' normalized
+[ymin, xmin, ymax, xmax], 'label' (index in the category list), 'area', 'id', 'is_crowd'}.
+Beside the TFDS files, `categories.json` keeps the label -> (COCO id, name) list and
+`conversion_report.json` the per-kind counts of everything repaired or skipped.
+
+Bad input is never dropped silently: every problem is logged with its image/annotation id and
+file and counted per kind; `--on_error=fail` stops at the first one instead.
+"""
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fcos_jax import errors, image_io
+
+# Problems: the record is skipped (or, with on_error='fail', conversion stops).
+ERROR_KINDS = {
+    'malformed_record': 'an image/annotation/category record lacks a key or has a bad value',
+    'duplicate_id': 'an image or annotation id appears twice',
+    'unknown_image': 'annotation refers to an image id not in the file',
+    'unknown_category': 'annotation refers to a category id not in the file',
+    'degenerate_box': 'bbox width or height <= 0',
+    'box_outside_image': 'bbox does not overlap the image at all',
+    'missing_file': 'image file not found',
+    'corrupt_image': 'image file cannot be decoded',
+    'size_mismatch': 'decoded image size differs from the JSON width/height',
+}
+# Repairs and facts: counted and reported, the data is kept.
+INFO_KINDS = {
+    'box_clipped': 'bbox partly outside the image, clipped to it',
+    'converted_to_rgb': 'grayscale/CMYK/RGBA/palette image converted to RGB',
+    'scaled_to_8bit': '16-bit image scaled to 8 bits (and to RGB)',
+    'non_jpeg_image': 'PNG image stored as it is',
+    'reencoded_as_png': 'BMP/WebP/TIFF/GIF/... image stored losslessly as PNG',
+    'iscrowd_parsed': 'iscrowd given as a string "0"/"1", read as the number',
+    'image_without_boxes': 'image kept with no objects (as coco/2017 does)',
+    'annotation_of_skipped_image': 'annotation dropped because its image was skipped',
+}
+
+
+class ConversionError(errors.DataError):
+  """Bad input with on_error='fail', or input that cannot be converted at all."""
+
+
+@dataclasses.dataclass
+class Report:
+  """Counts per kind plus the first few messages of each kind."""
+  on_error: str = 'skip'
+  counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  examples: Dict[str, List[str]] = dataclasses.field(
+      default_factory=lambda: collections.defaultdict(list))
+  max_examples: int = 20
+
+  def add(self, kind: str, message: str) -> None:
+    if kind not in ERROR_KINDS and kind not in INFO_KINDS:
+      raise KeyError(kind)
+    if kind in ERROR_KINDS and self.on_error == 'fail':
+      raise ConversionError(f'{kind}: {message}')
+    self.counts[kind] += 1
+    if len(self.examples[kind]) < self.max_examples:
+      self.examples[kind].append(message)
+    (logging.warning if kind in ERROR_KINDS else logging.info)('%s: %s', kind, message)
+
+  def summary(self) -> str:
+    lines = ['conversion summary (kind: count):']
+    for kinds, title in ((ERROR_KINDS, 'skipped'), (INFO_KINDS, 'kept / repaired')):
+      lines.append(f'  {title}:')
+      for kind, meaning in kinds.items():
+        lines.append(f'    {kind:<30}{self.counts.get(kind, 0):>8}   {meaning}')
+    return '\n'.join(lines)
+
+  def to_json(self) -> Dict[str, Any]:
+    return {'counts': dict(self.counts), 'examples': dict(self.examples)}
+
+
+def coco_features(category_names: Sequence[str]):
+  """The TFDS `coco/2017` feature spec with `category_names` as the label names."""
+  import tensorflow_datasets as tfds
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+      'image/filename': tfds.features.Text(),
+      'image/id': np.int64,
+      'objects': tfds.features.Sequence({
+          'area': np.int64,
+          'bbox': tfds.features.BBoxFeature(),
+          'id': np.int64,
+          'is_crowd': np.bool_,
+          'label': tfds.features.ClassLabel(names=list(category_names)),
+      }),
+  })
+
+
+def load_annotation_file(path: str) -> Dict[str, Any]:
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise ConversionError(f'{path}: annotation file not found') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConversionError(f'{path}: malformed JSON: {e}') from None
+  if not isinstance(data, dict):
+    raise ConversionError(f'{path}: top level must be a JSON object')
+  missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
+  if missing:
+    raise ConversionError(f'{path}: missing top-level key(s) {missing}')
+  for k in ('images', 'annotations', 'categories'):
+    if not isinstance(data[k], list):
+      raise ConversionError(f'{path}: "{k}" must be a list')
+  return data
+
+
+def parse_categories(data: Dict[str, Any], path: str) -> List[Dict[str, Any]]:
+  """The category list in file order (label = index), validated."""
+  cats, seen = [], set()
+  for c in data['categories']:
+    if not isinstance(c, dict) or not isinstance(c.get('id'), int) or 'name' not in c:
+      raise ConversionError(f'{path}: malformed category record {c!r} (needs int "id", "name")')
+    if c['id'] in seen:
+      raise ConversionError(f'{path}: duplicate category id {c["id"]}')
+    seen.add(c['id'])
+    cats.append({'id': c['id'], 'name': str(c['name'])})
+  if not cats:
+    raise ConversionError(f'{path}: no categories')
+  names = [c['name'] for c in cats]
+  if len(set(names)) != len(names):
+    raise ConversionError(f'{path}: category names must be unique, got {names}')
+  return cats
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _load_image(path: str, image_id, report: Report) -> Optional[Tuple[Any, int, int]]:
+  """(TFDS image value, height, width), or None if unusable (reported)."""
+  if not os.path.isfile(path):
+    report.add('missing_file', f'image id {image_id}: {path}')
+    return None
+  try:
+    with Image.open(path) as im:
+      im.load()
+      fmt, mode = im.format, im.mode
+      width, height = im.size
+      if fmt in ('JPEG', 'PNG') and mode == 'RGB':  # the input pipeline reads these headers
+        if fmt == 'PNG':
+          report.add('non_jpeg_image', f'image id {image_id}: {path}')
+        return path, height, width
+      # Anything else is stored as decoded pixels, which TFDS encodes as PNG (lossless).
+      pixels, change = image_io.to_rgb8(im)
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    report.add('corrupt_image', f'image id {image_id}: {path}: {e}')
+    return None
+  if mode in image_io.SIXTEEN_BIT_MODES:
+    report.add('scaled_to_8bit', f'image id {image_id}: {path} ({change})')
+  elif change:
+    report.add('converted_to_rgb', f'image id {image_id}: {path} ({change})')
+  if fmt not in ('JPEG', 'PNG'):
+    report.add('reencoded_as_png', f'image id {image_id}: {path} ({fmt})')
+  return pixels, height, width
+
+
+def _objects(anns, height, width, image_id, report) -> Dict[str, np.ndarray]:
+  import tensorflow_datasets as tfds
+  bboxes, labels, areas, ids, crowd = [], [], [], [], []
+  for ann, label in anns:
+    x, y, w, h = (float(v) for v in ann['bbox'])
+    if w <= 0 or h <= 0:
+      report.add('degenerate_box', f'annotation id {ann["id"]} (image id {image_id}): '
+                 f'bbox {ann["bbox"]}')
+      continue
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+      report.add('box_outside_image', f'annotation id {ann["id"]} (image id {image_id}, '
+                 f'{width}x{height}): bbox {ann["bbox"]}')
+      continue
+    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+      report.add('box_clipped', f'annotation id {ann["id"]} (image id {image_id}, '
+                 f'{width}x{height}): bbox {ann["bbox"]}')
+    bboxes.append(tfds.features.BBox(ymin=y0 / height, xmin=x0 / width, ymax=y1 / height,
+                                     xmax=x1 / width))
+    labels.append(label)
+    area = ann.get('area')
+    areas.append(int(round(area if _is_number(area) else (x1 - x0) * (y1 - y0))))
+    ids.append(int(ann['id']))
+    crowd.append(bool(ann.get('iscrowd', 0)))
+  if not bboxes:
+    return {'area': np.zeros([0], np.int64), 'bbox': np.zeros([0, 4], np.float32),
+            'id': np.zeros([0], np.int64), 'is_crowd': np.zeros([0], bool),
+            'label': np.zeros([0], np.int64)}
+  return {'area': areas, 'bbox': bboxes, 'id': ids, 'is_crowd': crowd, 'label': labels}
+
+
+def _valid_images(data: Dict[str, Any], report: Report) -> Dict[int, Dict[str, Any]]:
+  """{image id: record} of the well-formed image records, first of each id."""
+  images: Dict[int, Dict[str, Any]] = {}
+  for im in data['images']:
+    ok = (isinstance(im, dict) and isinstance(im.get('id'), int) and
+          isinstance(im.get('file_name'), str) and
+          all(isinstance(im.get(k), int) and im[k] > 0 for k in ('width', 'height')))
+    if not ok:
+      report.add('malformed_record', f'image record {str(im)[:200]} (needs int id, file_name, '
+                 'positive int width/height)')
+      continue
+    if im['id'] in images:
+      report.add('duplicate_id', f'image id {im["id"]} ({im["file_name"]})')
+      continue
+    images[im['id']] = im
+  return images
+
+
+def _annotations_by_image(data: Dict[str, Any], images: Dict[int, Any],
+                          label_of: Dict[int, int], report: Report) -> Dict[int, List[Any]]:
+  """{image id: [(annotation, label)]} of the well-formed annotations of known images and
+  categories (string iscrowd flags read as numbers)."""
+  by_image = collections.defaultdict(list)
+  ann_ids = set()
+  for ann in data['annotations']:
+    ok = (isinstance(ann, dict) and isinstance(ann.get('id'), int) and
+          isinstance(ann.get('image_id'), int) and isinstance(ann.get('category_id'), int) and
+          isinstance(ann.get('bbox'), list) and len(ann['bbox']) == 4 and
+          all(_is_number(v) for v in ann['bbox']))
+    if not ok:
+      report.add('malformed_record', f'annotation record {str(ann)[:200]} (needs int id, '
+                 'image_id, category_id and a bbox of 4 finite numbers)')
+      continue
+    if ann['id'] in ann_ids:
+      report.add('duplicate_id', f'annotation id {ann["id"]}')
+      continue
+    crowd = ann.get('iscrowd', 0)
+    if crowd in ('0', '1'):
+      report.add('iscrowd_parsed', f'annotation id {ann["id"]}: iscrowd {crowd!r}')
+      ann = dict(ann, iscrowd=int(crowd))
+    elif not (crowd in (0, 1) and not isinstance(crowd, float)):
+      report.add('malformed_record', f'annotation id {ann["id"]}: iscrowd {crowd!r} (needs 0 '
+                 'or 1)')
+      continue
+    ann_ids.add(ann['id'])
+    if ann['image_id'] not in images:
+      report.add('unknown_image', f'annotation id {ann["id"]}: image id {ann["image_id"]}')
+      continue
+    if ann['category_id'] not in label_of:
+      report.add('unknown_category',
+                 f'annotation id {ann["id"]}: category id {ann["category_id"]}')
+      continue
+    by_image[ann['image_id']].append((ann, label_of[ann['category_id']]))
+  return by_image
+
+
+def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[str, Any]],
+                   report: Report) -> Iterator[Tuple[int, Dict[str, Any]]]:
+  """(key, example) pairs of one split, validating as it goes."""
+  images = _valid_images(data, report)
+  by_image = _annotations_by_image(data, images, {c['id']: i for i, c in enumerate(categories)},
+                                   report)
+  for image_id in sorted(images):
+    im = images[image_id]
+    path = os.path.join(images_dir, im['file_name'])
+    loaded = _load_image(path, image_id, report)
+    if loaded is not None:
+      value, height, width = loaded
+      if (height, width) != (im['height'], im['width']):
+        report.add('size_mismatch', f'image id {image_id}: {path} is {width}x{height}, JSON '
+                   f'says {im["width"]}x{im["height"]}')
+        loaded = None
+    if loaded is None:
+      for ann, _ in by_image.get(image_id, []):
+        report.add('annotation_of_skipped_image', f'annotation id {ann["id"]} (image id '
+                   f'{image_id})')
+      continue
+    objects = _objects(by_image.get(image_id, []), height, width, image_id, report)
+    if len(objects['id']) == 0:
+      report.add('image_without_boxes', f'image id {image_id}: {path}')
+    yield image_id, {'image': value, 'image/filename': im['file_name'], 'image/id': image_id,
+                     'objects': objects}
+
+
+def _prepare_output(name: str, data_dir: str, version: str, overwrite: bool) -> None:
+  """Refuse to replace an existing conversion unless asked; fail early if data_dir cannot be
+  written."""
+  out = os.path.join(data_dir, name, version)
+  if os.path.exists(out):
+    if not overwrite:
+      raise ConversionError(f'{out} already holds a converted dataset; pass --overwrite to '
+                            'replace it (or choose another --name / --data_dir)')
+    logging.warning('--overwrite: removing the earlier conversion in %s', out)
+    shutil.rmtree(out)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    probe = os.path.join(data_dir, f'.fcos_jax_write_test_{os.getpid()}')
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ConversionError(f'{data_dir}: output folder cannot be written ({e.strerror})') from None
+
+
+def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
+            on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False) -> Report:
+  """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)}."""
+  import tensorflow_datasets as tfds
+  if on_error not in ('skip', 'fail'):
+    raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+  if not splits:
+    raise ConversionError('no split given: pass --annotations, --images and --split per split')
+  report = Report(on_error=on_error)
+  loaded, categories = {}, None
+  for split, (ann_path, images_dir) in splits.items():
+    data = load_annotation_file(ann_path)
+    cats = parse_categories(data, ann_path)
+    if categories is None:
+      categories = cats
+    elif cats != categories:
+      raise ConversionError(f'{ann_path}: categories differ from the other splits')
+    if not os.path.isdir(images_dir):
+      raise ConversionError(f'{images_dir}: image folder not found')
+    loaded[split] = (data, images_dir)
+  _prepare_output(name, data_dir, version, overwrite)
+
+  split_data = {split: split_examples(data, images_dir, categories, report)
+                for split, (data, images_dir) in loaded.items()}
+  builder = tfds.dataset_builders.store_as_tfds_dataset(
+      name=name, version=version, features=coco_features([c['name'] for c in categories]),
+      split_datasets=split_data, data_dir=data_dir,
+      description=f'COCO-format detection dataset converted by fcos_jax ({len(categories)} '
+                  'categories).')
+  out_dir = str(builder.data_dir)
+  with open(os.path.join(out_dir, 'categories.json'), 'w') as f:
+    json.dump(categories, f, indent=1)
+  with open(os.path.join(out_dir, 'conversion_report.json'), 'w') as f:
+    json.dump(report.to_json(), f, indent=1)
+  return report

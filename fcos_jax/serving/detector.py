@@ -1,0 +1,115 @@
+"""Running an export: `Detector` loads an export directory of any format (or wraps an in-process
+model the same way) and maps original images to detections in their own pixels."""
+
+import json
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcos_jax import errors, exporters
+from fcos_jax.data import sizes
+from fcos_jax.serving import export
+
+class Detector:
+  """Runs an export directory of any format: `Detector(dir)(images, image_sizes)` on
+  preprocessed batches, or `Detector(dir).detect(image)` on one original uint8 RGB image."""
+
+  @classmethod
+  def from_model(cls, config, model, variables, categories) -> 'Detector':
+    """The same interface over an in-process model (a training workdir or params checkpoint),
+    with the export's preprocessing and outputs."""
+    detect = jax.jit(export.detection_fn(config, model))
+
+    def program(images, image_sizes):
+      out = detect(variables, jnp.asarray(images, jnp.uint8), jnp.asarray(image_sizes, jnp.int32))
+      return {k: np.asarray(v) for k, v in out.items()}
+
+    self = cls.__new__(cls)
+    shapes = sizes.eval_shapes(config.data)
+    self.metadata = export.export_metadata(config, categories,
+                                    [{'height': h, 'width': w} for h, w in shapes], 'in-process')
+    self.models = {shape: program for shape in shapes}
+    self.class_names = self.metadata['class_names']
+    self.category_ids = self.metadata['category_ids']
+    return self
+
+  def __init__(self, export_dir: str):
+    if not os.path.isdir(export_dir):
+      raise errors.DataError(f'{export_dir}: no such export directory (write one with export.py)')
+    path = os.path.join(export_dir, 'metadata.json')
+    try:
+      with open(path) as f:
+        self.metadata = json.load(f)
+      fmt = self.metadata.get('runtime', 'stablehlo')
+      runner = exporters.module(fmt)
+    except Exception as e:  # noqa: BLE001 - a damaged export: name the file
+      raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
+                             f'{str(e)[:120]})') from None
+    self.models = runner.load(export_dir, self.metadata)
+    self.class_names: List[str] = self.metadata['class_names']
+    self.category_ids: List[int] = self.metadata['category_ids']
+
+  @property
+  def shapes(self) -> Sequence[Tuple[int, int]]:
+    return list(self.models)
+
+  def __call__(self, images, image_sizes) -> Dict[str, np.ndarray]:
+    """Preprocessed uint8 images [B, H, W, 3] (H, W one of `shapes`) and their unpadded (h, w)."""
+    shape = tuple(images.shape[1:3])
+    if shape not in self.models:
+      raise ValueError(f'input shape {shape} is not one of the exported shapes {self.shapes}')
+    return self.models[shape](images, image_sizes)
+
+  def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """One original uint8 RGB image -> padded input [H, W, 3] and its resized (h, w)."""
+    p = self.metadata['preprocessing']
+    hw = image.shape[:2]
+    nh, nw = sizes.resized_size(hw, p['min_size'], p['max_size'])
+    shape = self.shapes[sizes.bucket_of(hw, self.shapes)]
+    resized = jax.image.resize(jnp.asarray(image, jnp.float32), (nh, nw, 3), 'bilinear',
+                               antialias=False)
+    resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
+    padded = np.zeros(shape + (3,), np.uint8)
+    padded[:nh, :nw] = resized
+    return padded, (nh, nw)
+
+  def detect(self, image: np.ndarray) -> List[Dict[str, Any]]:
+    """Detections of one original image, in its pixels: [{'bbox': [x0, y0, x1, y1], 'score',
+    'label', 'class_name', 'category_id'}], best first."""
+    return self.detect_many([image])[0]
+
+  def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8
+                  ) -> List[List[Dict[str, Any]]]:
+    """`detect` of each image, run in batches of up to `batch_size` images of one shape."""
+    for image in images:
+      if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f'expected uint8 RGB images [H, W, 3], got {image.dtype} '
+                         f'{image.shape}')
+    prepared = [self.preprocess(image) for image in images]
+    by_shape: Dict[Tuple[int, int], List[int]] = {}
+    for i, (padded, _) in enumerate(prepared):
+      by_shape.setdefault(padded.shape[:2], []).append(i)
+    results: List[List[Dict[str, Any]]] = [[] for _ in images]
+    for indices in by_shape.values():
+      for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        out = self(np.stack([prepared[i][0] for i in chunk]),
+                   np.array([prepared[i][1] for i in chunk], np.int32))
+        for row, i in enumerate(chunk):
+          results[i] = self._to_original(out, row, images[i].shape[:2], prepared[i][1])
+    return results
+
+  def _to_original(self, out, row: int, hw, resized_hw) -> List[Dict[str, Any]]:
+    sx, sy = hw[1] / resized_hw[1], hw[0] / resized_hw[0]
+    dets = []
+    for k in range(int(out['num_valid'][row])):
+      x0, y0, x1, y1 = (float(v) for v in out['boxes'][row, k])
+      label = int(out['classes'][row, k])
+      dets.append({'bbox': [x0 * sx, y0 * sy, x1 * sx, y1 * sy],
+                   'score': float(out['scores'][row, k]), 'label': label,
+                   'class_name': self.class_names[label],
+                   'category_id': self.category_ids[label]})
+    return dets

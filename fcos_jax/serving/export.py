@@ -1,0 +1,96 @@
+"""Writing an export: the detection function of a model and the metadata beside it, in one of
+the formats of `fcos_jax.exporters`.
+
+An export directory holds `metadata.json` (preprocessing settings, class names and COCO category
+ids, the format and its files) and, per padded input shape (one per aspect bucket), the
+detection function: uint8 images [B, H, W, 3] + unpadded sizes [B, 2] -> fixed-size detections
+(normalization, model, decode, per-level top-k, class-wise NMS):
+  stablehlo: `detector_{H}x{W}.jax_export` (`jax.export`) + `params.npz`; needs JAX to run;
+  onnx: `detector_{H}x{W}.onnx` (jax2onnx), weights inside; runs with onnxruntime;
+  savedmodel: `saved_model/`, a signature per shape (jax2tf); runs with TensorFlow.
+`serving.detector.Detector` runs any of them.
+
+The artifact always takes uint8 images padded to the bucket shapes (rounded sizes). It does not
+follow the torchvision-exact evaluation (`data.torchvision_exact`: float pixels, floored sizes,
+each image padded to its own multiple of 32, which would need one program per padded shape, ~84
+at 800/1333); `metadata.json` says so when the config asks for it (docs/export.md gives the
+measured difference).
+"""
+
+import json
+import os
+from typing import Any, Callable, Dict, List
+
+import jax
+
+from fcos_jax import exporters, inference, sharding
+from fcos_jax.data import categories as categories_lib
+from fcos_jax.data import sizes
+from fcos_jax.exporters import contract
+
+def detection_fn(config, model) -> Callable[..., Dict[str, jax.Array]]:
+  """The exported function: (variables, uint8 images [B,H,W,3], int32 sizes [B,2]) -> outputs."""
+  predict = inference.make_predict_fn(config, model)
+
+  def fn(variables, images, image_sizes):
+    det = predict(variables, images, image_sizes)
+    return {k: getattr(det, k) for k in contract.OUTPUT_KEYS}
+  return fn
+
+
+def inference_variables(variables) -> Dict[str, Any]:
+  """`params` and `batch_stats` as host numpy arrays (no optimizer state)."""
+  return sharding.host_copy({'params': variables['params'],
+                             'batch_stats': variables.get('batch_stats', {})})
+
+
+def export_detector(config, model, variables, out_dir: str, categories,
+                    fmt: str = 'stablehlo') -> Dict[str, Any]:
+  """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
+  into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
+  class of every model output."""
+  writer = exporters.module(fmt)
+  os.makedirs(out_dir, exist_ok=True)
+  shapes = sizes.eval_shapes(config.data)
+  metadata = export_metadata(config, categories,
+                             [{'height': h, 'width': w} for h, w in shapes], fmt)
+  metadata['models'] = writer.write(detection_fn(config, model), inference_variables(variables),
+                                    shapes, out_dir, metadata)
+  with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
+    json.dump(metadata, f, indent=1)
+  return metadata
+
+
+def export_metadata(config, categories, files: List[Dict[str, Any]],
+                    fmt: str = 'stablehlo') -> Dict[str, Any]:
+  """What a consumer needs beside the programs: shapes, preprocessing, class names and ids."""
+  d = config.data
+  class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
+  names = dict(zip(categories.ids, categories.names))
+  metadata = {
+      'format': 'fcos_jax export v1',
+      'runtime': fmt,
+      'models': files,
+      'inputs': contract.INPUTS,
+      'outputs': contract.OUTPUTS,
+      'preprocessing': {'min_size': d.eval_min_size, 'max_size': d.max_size,
+                        'pixel_mean': list(d.pixel_mean), 'pixel_std': list(d.pixel_std),
+                        'size_divisibility': d.size_divisibility,
+                        'resize': 'scale = min(min_size / shorter side, max_size / longer side) '
+                                  'in float32, each side round(side * scale) (at least 1); '
+                                  'bilinear, no antialiasing, rounded to uint8',
+                        'bucket': 'images with h > w run on the second model (portrait) when '
+                                  'there are two, all others on the first',
+                        'note': 'images are uint8 RGB, padded bottom/right with zeros; '
+                                'normalization happens inside the exported function'},
+      'torchvision_exact': False,
+      'postprocess': dict(config.postprocess),
+      'class_names': [names.get(i, 'N/A') for i in class_ids],
+      'category_ids': list(class_ids),
+  }
+  if d.torchvision_exact:
+    metadata['preprocessing']['differs_from_evaluation'] = (
+        'evaluate.py runs torchvision-exact input (PIL decoding, floored sizes, float resize, '
+        'each image padded to a multiple of 32); this export takes rounded sizes, uint8 pixels '
+        'and the bucket shapes, so its detections are close to but not torchvision\'s')
+  return metadata

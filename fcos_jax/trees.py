@@ -1,0 +1,30 @@
+"""Pytrees addressed by path: the one flattening that checkpoints, weight files, configs and
+the torchvision name map share ('params/fpn/p6/kernel')."""
+
+from typing import Any, Callable, Dict, Optional
+
+import flax
+import jax
+
+
+def _key_name(key) -> str:
+  return str(getattr(key, 'key', getattr(key, 'idx', getattr(key, 'name', key))))
+
+
+def path_name(key_path, sep: str = '/') -> str:
+  """'params/fpn/p6/kernel' of a jax key path (dict keys, list indices, attributes alike)."""
+  return sep.join(_key_name(k) for k in key_path)
+
+
+def leaves_by_path(tree: Any, sep: str = '/',
+                   is_leaf: Optional[Callable[[Any], bool]] = None) -> Dict[str, Any]:
+  """{path name: leaf} of a pytree; dataclasses (a train state) and orbax metadata trees are
+  seen through their state dicts, so the same tensor has the same name in all of them."""
+  tree = flax.serialization.to_state_dict(tree)
+  return {path_name(p, sep): v
+          for p, v in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]}
+
+
+def shapes_by_path(tree: Any) -> Dict[str, tuple]:
+  """{path name: shape} of a pytree of arrays, ShapeDtypeStructs or orbax array metadata."""
+  return {k: tuple(getattr(v, 'shape', ())) for k, v in leaves_by_path(tree).items()}
