@@ -1,8 +1,7 @@
 """Max pooling whose gradient is elementwise selects instead of XLA's select-and-scatter.
 
-Why: on XLA's CPU backend the gradient of a reduce_window max (select-and-scatter) costs about
-30x the pooling itself (the ResNet stem's 3x3/2 pool at [8, 128, 160, 64]: 12 ms forward,
-~370 ms backward). Here the backward visits the k*k window offsets in row-major order, routes
+Why: on XLA's CPU backend the gradient of a reduce_window max (select-and-scatter) costs many
+times the pooling itself (docs/performance.md has the timings). Here the backward visits the k*k window offsets in row-major order, routes
 the cotangent to the first input equal to the window's max, and places each offset's share with
 a strided pad; everything fuses into elementwise loops.
 
