@@ -1,23 +1,18 @@
 """Periodic reporting of a training run: the step metrics averaged since the last report, the
-learning rate, throughput, progress and ETA, to the log and TensorBoard."""
+learning rate, throughput, progress and ETA, to the log and the run's trackers."""
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Tuple
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 
-def log_scalars(writer, step: int, scalars: Dict[str, float]) -> None:
-  """One log line, and the scalars in TensorBoard (`writer` None: the log only)."""
+def log_scalars(trackers, step: int, scalars: Dict[str, float]) -> None:
+  """One log line, and the scalars to every tracker of the run."""
   logging.info('step %d: %s', step, ', '.join(f'{k}={v:.4g}' for k, v in scalars.items()))
-  if writer is not None:
-    with writer.as_default():
-      for k, v in scalars.items():
-        tf.summary.scalar(k, v, step=step)
-    writer.flush()
+  trackers.log(step, scalars)
 
 
 def _duration(seconds: float) -> str:
@@ -29,12 +24,13 @@ class Reporter:
   """Collects each step's metrics (device arrays, fetched only when reporting: no host round
   trip per step) and reports every `config.log_every` steps and at the last step."""
 
-  def __init__(self, config, schedule, start_step: int, writer: Optional[Any]):
-    self._config, self._schedule, self._writer = config, schedule, writer
+  def __init__(self, config, schedule, start_step: int, trackers: Any):
+    self._config, self._schedule, self._trackers = config, schedule, trackers
     self._pending: List[Dict[str, Any]] = []
     self._truncated = 0
     self._run_start, self._run_start_step = time.perf_counter(), start_step
     self._last_time, self._last_step = time.perf_counter(), start_step
+    self.reported: List[Tuple[int, float]] = []  # (steps, seconds) of each report
 
   def add(self, metrics: Dict[str, Any], truncated_boxes: int) -> None:
     self._pending.append(metrics)
@@ -55,10 +51,45 @@ class Reporter:
                    images_per_second=steps * config.batch_size / elapsed,
                    step_seconds=elapsed / steps, truncated_boxes=float(self._truncated))
     if jax.process_index() == 0:
-      log_scalars(self._writer, step, scalars)
+      log_scalars(self._trackers, step, scalars)
       rate = (step - self._run_start_step) / (time.perf_counter() - self._run_start)
       logging.info('progress: step %d of %d (%.0f%%), %.2f steps/s, ETA %s', step,
                    config.num_train_steps, 100 * step / config.num_train_steps, rate,
                    _duration((config.num_train_steps - step) / rate))
     self._pending, self._truncated = [], 0
     self._last_time, self._last_step = time.perf_counter(), step
+    self.reported.append((steps, elapsed))
+
+  def summary(self) -> Dict[str, float]:
+    """Seconds per step and images/s over the reports of this process's run."""
+    reports = self.reported[1:] or self.reported  # the first one waited for compilation
+    steps = sum(n for n, _ in reports)
+    seconds = sum(t for _, t in reports)
+    if not steps:
+      return {}
+    return {'train_step_seconds': seconds / steps,
+            'train_images_per_second': steps * self._config.batch_size / seconds}
+
+
+def run_summary(result: Dict[str, Any], workdir: str, program: str, config_args: str) -> str:
+  """What a finished run reached, where its best weights are and how to use them: the lines
+  `train.py` prints last. `program(name)` spells another program's command ('python
+  evaluate.py' in a checkout, 'fcos-evaluate' when installed)."""
+  lines = [f'run summary ({workdir}):']
+  if 'best_step' in result:
+    lines.append(f'  best {result["best_metric"]} {result["best_value"]:.4f} at step '
+                 f'{result["best_step"]}; weights in {result["best_weights"]}')
+  if 'AP' in result:
+    lines.append(f'  last evaluation: AP {result["AP"]:.4f}, AP50 {result["AP50"]:.4f} at step '
+                 f'{result["step"]}')
+  if 'stopped_early_at' in result:
+    lines.append(f'  stopped early at step {result["stopped_early_at"]} (early_stopping_patience)')
+  if 'train_step_seconds' in result:
+    lines.append(f'  training: {result["train_step_seconds"]:.3f} s a step, '
+                 f'{result["train_images_per_second"]:.1f} images/s (after compilation)')
+  step = ' --step best' if 'best_step' in result else ''
+  lines.append(f'  evaluate: {program("evaluate")} {config_args} --workdir {workdir}{step}')
+  lines.append(f'  export:   {program("export")} {config_args} --workdir {workdir}{step} '
+               f'--out {workdir.rstrip("/")}_export')
+  lines.append(f'  curves:   {workdir}/curves.png, metrics in {workdir}/metrics.csv')
+  return '\n'.join(lines)

@@ -3,7 +3,8 @@
 `jax.shard_map` inside `jit` over a 1-D 'data' mesh: each device normalizes its images, assigns
 targets and computes the losses for its part of the batch; the loss normalizers (positives,
 centerness sum) and the gradients are averaged over the 'data' axis; every device then applies
-the same update to its replica of the state. A non-finite loss or gradient leaves the state
+the same update to its replica of the state (and to the moving average of the weights, with
+`config.ema_decay`). A non-finite loss or gradient leaves the state
 unchanged and records the step in `state.bad_step`, which the host checks when it logs or saves,
 so no per-step host round trip is needed and the last good parameters survive.
 """
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from fcos_jax import losses, optim, sharding, targets
+from fcos_jax import ema, losses, optim, sharding, targets
 from fcos_jax.models import fcos
 from fcos_jax.normalize import image_normalizer
 from fcos_jax.sharding import DATA_AXIS
@@ -31,6 +32,7 @@ class TrainState:
   batch_stats: Any          # frozen BN statistics (never updated); {} without frozen BN
   opt_state: Any
   bad_step: jnp.ndarray     # -1, or the first step whose loss or gradient was not finite
+  ema_params: Any           # moving average of params with config.ema_decay; {} without
 
 
 def create_train_state(config, model, tx, mesh) -> TrainState:
@@ -40,7 +42,8 @@ def create_train_state(config, model, tx, mesh) -> TrainState:
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables['batch_stats'], opt_state=tx.init(params),
-                      bad_step=jnp.full((), -1, jnp.int32))
+                      bad_step=jnp.full((), -1, jnp.int32),
+                      ema_params=params if config.ema_decay else {})
   return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
@@ -77,8 +80,15 @@ def make_train_step(config, model, tx, mesh):
     ok = finite & (state.bad_step < 0)  # after a bad step the state stays frozen
     keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
         lambda n, o: jnp.where(ok, n, o), new, old)
+    ema_params = state.ema_params
+    if config.ema_decay:  # after each optimizer update (every grad_accum_steps steps)
+      updates_done = (state.step + 1) // config.grad_accum_steps
+      updated = ok & ((state.step + 1) % config.grad_accum_steps == 0)
+      ema_params = jax.tree_util.tree_map(
+          lambda n, o: jnp.where(updated, n, o),
+          ema.update(state.ema_params, params, config.ema_decay, updates_done), ema_params)
     new_state = state.replace(
-        step=state.step + 1, params=keep(params, state.params),
+        step=state.step + 1, params=keep(params, state.params), ema_params=ema_params,
         opt_state=keep(opt_state, state.opt_state),
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step))
     metrics = {f'loss_{k}' if k != 'num_pos' else k: v for k, v in terms.items()}

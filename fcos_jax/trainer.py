@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from fcos_jax import errors, evaluation, optim, sharding, train_step
+from fcos_jax import best_checkpoint, errors, evaluation, optim, sharding, train_step, trackers
+from fcos_jax.analysis import curves
 from fcos_jax.data import categories, input_pipeline, synthetic
 from fcos_jax.preemption import Preemption
 from fcos_jax.train_log import Reporter, log_scalars
@@ -35,6 +36,7 @@ def check_can_start(config, workdir: str) -> None:
         '--config.train_from_scratch=True to train from random weights anyway)')
   if not config.data.synthetic:  # a missing dataset fails here, before any compilation
     input_pipeline.dataset_categories(config.data)
+  trackers.require(config.trackers)
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
@@ -71,6 +73,7 @@ def _restore_or_init(config, workdir: str, state, ckpt, data_iter):
     ) from None
   if jax.process_index() == 0:
     run_config.write_config(workdir, config, int((restored or state).step))
+    run_config.record_start(workdir, int((restored or state).step))
   if restored is not None:
     return restored
   if config.init_checkpoint:
@@ -94,13 +97,14 @@ def _train(config, workdir, model, state, programs, batch_sharding):
   step = int(state.step)
   if step:
     logging.info('resuming at step %d', step)
-  writer = (tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-            if jax.process_index() == 0 else None)
+  tracked = trackers.Trackers(config, workdir, step, active=jax.process_index() == 0)
   reporter = Reporter(config, optim.learning_rate_schedule(config.optimizer,
                                                            optim.effective_batch_size(config)),
-                      step, writer)
+                      step, tracked)
+  best = best_checkpoint.BestTracker(config, workdir, step)
   preemption = Preemption()
   saved = {ckpt.latest_step()}
+  result = {'start_step': step}
 
   def save(step):
     if step in saved:  # e.g. SIGTERM right after a periodic save
@@ -110,7 +114,10 @@ def _train(config, workdir, model, state, programs, batch_sharding):
     saved.add(step)
 
   try:
-    while step < config.num_train_steps:
+    if best.should_stop():  # a resume of a run that stopped early
+      logging.warning('early stopping at step %d: %s', step, _stop_reason(config, best))
+      result['stopped_early_at'] = step
+    while step < config.num_train_steps and 'stopped_early_at' not in result:
       host_batch = next(data_iter)
       batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), batch_sharding)
       state, metrics = programs.get(state, batch)(state, batch)
@@ -127,18 +134,34 @@ def _train(config, workdir, model, state, programs, batch_sharding):
         logging.warning('checkpoint of step %d written after SIGTERM; exiting', step)
         return {'preempted_at': step, 'train_programs': len(programs.compiled)}
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
-        run_eval(config, model, state, workdir, step, writer)
+        result.update(run_eval(config, model, state, workdir, step, tracked, best))
+        if best.should_stop():
+          logging.warning('early stopping at step %d: %s', step, _stop_reason(config, best))
+          result['stopped_early_at'] = step
+          break
     save(step)
     ckpt.wait()
   finally:
     preemption.restore()
     ckpt.close()
   logging.info('final step %d; parameter checksum %.10e; %d compiled train program(s)', step,
-               params_checksum(state.params), len(programs.compiled))
-  result = {'final_step': step, 'train_programs': len(programs.compiled)}
-  if config.eval_at_end:
-    result.update(run_eval(config, model, state, workdir, step, writer))
+               params_checksum(state), len(programs.compiled))
+  result.update(final_step=step, train_programs=len(programs.compiled), **reporter.summary())
+  if config.eval_at_end and 'stopped_early_at' not in result and result.get('step') != step:
+    result.update(run_eval(config, model, state, workdir, step, tracked, best))
+  tracked.close()
+  s = best.standing
+  if s.best_step is not None:
+    result.update(best_step=s.best_step, best_value=s.best_value, best_metric=best.metric,
+                  best_weights=best_checkpoint.best_weights(workdir))
   return result
+
+
+def _stop_reason(config, best) -> str:
+  s = best.standing
+  return (f'{best.metric} has not improved by more than {config.early_stopping_min_delta} in '
+          f'{s.without_improvement} evaluation(s) (best {s.best_value:.4f} at step '
+          f'{s.best_step}; early_stopping_patience={config.early_stopping_patience})')
 
 
 def check_finite(config, state, ckpt) -> None:
@@ -158,16 +181,27 @@ def check_finite(config, state, ckpt) -> None:
       f'not updated from that step on, and {kept}. Try to {advice}.')
 
 
-def params_checksum(params_tree) -> float:
-  """Sum of |p| over all parameters: a cheap fingerprint to compare processes and runs."""
+def params_checksum(state) -> float:
+  """Sum of |p| over all parameters and their moving average: a cheap fingerprint to compare
+  processes and runs."""
+  weights = {'params': state.params, 'ema_params': state.ema_params}
   return float(sum(np.abs(np.asarray(x, np.float64)).sum()
-                   for x in jax.tree_util.tree_leaves(sharding.host_copy(params_tree))))
+                   for x in jax.tree_util.tree_leaves(sharding.host_copy(weights))))
 
 
-def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str, Any]:
-  """Evaluation during training: metrics to the log and TensorBoard, with `eval_pictures`
-  validation images drawn with their detections."""
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+def eval_variables(config, state) -> Dict[str, Any]:
+  """The weights a run evaluates: the moving average with `config.ema_decay`, else the trained
+  ones."""
+  return {'params': state.ema_params if config.ema_decay else state.params,
+          'batch_stats': state.batch_stats}
+
+
+def run_eval(config, model, state, workdir: str, step: int, tracked, best) -> Dict[str, Any]:
+  """Evaluation during training: metrics to the log and the trackers, `eval_pictures`
+  validation images drawn with their detections (TensorBoard), the run's curves redrawn, the
+  best weights kept."""
+  variables = eval_variables(config, state)
+  writer = tracked.tensorboard
   num_pictures = config.eval_pictures
   metrics = evaluation.evaluate(config, model, variables, workdir=workdir, tag=f'eval_{step}',
                                 keep_outputs=bool(num_pictures))
@@ -184,6 +218,10 @@ def run_eval(config, model, state, workdir: str, step: int, writer) -> Dict[str,
     logging.info('evaluation at step %d: %d images, AP %.4f, AP50 %.4f, AP75 %.4f; inference '
                  '%.1f images/s', step, metrics['num_images'], metrics['AP'], metrics['AP50'],
                  metrics['AP75'], metrics['images_per_second'])
-    log_scalars(writer, step, {f'eval/{k}': v for k, v in metrics.items()
-                               if isinstance(v, float)})
-  return metrics
+    log_scalars(tracked, step, {f'eval/{k}': v for k, v in metrics.items()
+                                if isinstance(v, float)})
+    tracked.flush()
+    curves.plot_curves(trackers.read_rows(workdir), os.path.join(workdir, curves.CURVES_FILE),
+                       title=os.path.basename(os.path.abspath(workdir)))
+  best.update(step, metrics, variables)
+  return dict(metrics, step=step)

@@ -12,23 +12,30 @@ from tests import tiny_config
 
 @pytest.fixture(scope='module')
 def saved_run(tmp_path_factory):
-  """A workdir with the train state of step 7 (params perturbed away from the init)."""
+  """A workdir with the train state of step 7 (params perturbed away from the init, their
+  moving average perturbed by another amount)."""
   config = tiny_config.get_config()
+  assert config.ema_decay
   mesh = sharding.make_mesh(jax.devices()[:1])
   _, _, state = train_step.build_training(config, mesh)
   perturbed = jax.tree_util.tree_map(lambda x: x + 0.5, state.params)
-  state = state.replace(params=perturbed, step=state.step + 7)
+  average = jax.tree_util.tree_map(lambda x: x + 0.25, state.params)
+  state = state.replace(params=perturbed, ema_params=average, step=state.step + 7)
   workdir = str(tmp_path_factory.mktemp('run'))
   ckpt = checkpoints.Checkpointer(workdir)
   ckpt.save(7, state)
   ckpt.close()
-  return config, workdir, jax.device_get(state.params)
+  return config, workdir, jax.device_get(state.ema_params), jax.device_get(state.params)
 
 
 def test_load_variables_restores_params_without_the_optimizer(saved_run):
-  config, workdir, saved_params = saved_run
+  config, workdir, saved_average, saved_params = saved_run
   model, variables, step = params.load_variables(config, workdir)
   assert step == 7 and set(variables) == {'params', 'batch_stats'}
+  # The moving average by default, the trained weights with raw_weights.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables['params']),
+                         saved_average)
+  _, variables, _ = params.load_variables(config, workdir, raw_weights=True)
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables['params']),
                          saved_params)
   assert model.num_classes == config.model.num_classes
@@ -45,7 +52,7 @@ def test_load_variables_of_an_empty_workdir_creates_nothing(tmp_path):
 
 def test_params_checkpoint_and_the_choice_between_sources(saved_run, tmp_path):
   import orbax.checkpoint as ocp
-  config, workdir, saved_params = saved_run
+  config, workdir, saved_params, _ = saved_run
   _, from_workdir, _ = params.load_for_inference(config, workdir=workdir)
   path = str(tmp_path / 'params')
   with ocp.StandardCheckpointer() as ckptr:
@@ -88,6 +95,9 @@ def test_fine_tuning_on_other_classes_takes_every_tensor_that_fits(tmp_path):
   assert set(got) - from_file == {'head/cls_logits/kernel', 'head/cls_logits/bias'}
   for k in set(got) - from_file:
     np.testing.assert_array_equal(got[k], fresh[k])
+  # The moving average starts at the merged weights, not at the fresh init.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(merged.ema_params),
+                         jax.device_get(merged.params))
 
 
 def test_the_finetuning_example_config_is_valid():

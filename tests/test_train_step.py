@@ -60,8 +60,8 @@ def test_one_step_on_8_devices_equals_one_device(optimizer):
     mesh, state, step = make(config, devices)
     before = host(state.params)
     state, metrics = step(state, put(batch, mesh))
-    results.append((before, host(state.params), host(metrics)))
-  (b1, a1, m1), (b8, a8, m8) = results
+    results.append((before, host(state.params), host(metrics), host(state.ema_params)))
+  (b1, a1, m1, e1), (b8, a8, m8, e8) = results
   for k in ('loss_total', 'loss_cls', 'loss_box', 'loss_centerness', 'num_pos'):
     assert float(m8[k]) == pytest.approx(float(m1[k]), rel=1e-5), k
   assert float(m1['num_pos']) > 20
@@ -70,6 +70,9 @@ def test_one_step_on_8_devices_equals_one_device(optimizer):
   # ~lr * sign(g), turns 1e-7 gradient noise where g ~ 0 into ~1e-5 parameter noise.)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=2e-5),
                          a1, a8)
+  assert config.ema_decay > 0  # the moving average is updated alike on every device
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=2e-5),
+                         e1, e8)
   if optimizer == 'sgd':  # SGD updates are linear in the gradient: compare them closely too
     d1 = jax.tree_util.tree_map(lambda a, b: a - b, a1, b1)
     d8 = jax.tree_util.tree_map(lambda a, b: a - b, a8, b8)

@@ -26,6 +26,7 @@ def get_config():
   config.checkpoint_every = 4
   config.eval_batch_size = 4
   config.eval_at_end = False
+  config.ema_decay = 0.9  # so the resume and multi-device tests cover the moving average
   o = config.optimizer
   o.warmup_steps = 2
   o.decay_steps = (10,)

@@ -6,7 +6,8 @@ from typing import Any, Dict, Sequence
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (PNG files, no display)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -15,7 +16,7 @@ def _pyplot():
 
 def plot_pr_curves(curves: Sequence[Dict[str, Any]], path: str, iou_threshold: float) -> None:
   """One precision-recall curve per category, AP in the legend."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
   for c in curves:
     ax.plot(c['recall'], c['precision'], lw=1.5, label=f'{c["name"]} (AP {c["ap"]:.3f})')
@@ -33,7 +34,7 @@ def plot_pr_curves(curves: Sequence[Dict[str, Any]], path: str, iou_threshold: f
 
 def plot_confusion(cm: Dict[str, Any], path: str) -> None:
   """The confusion matrix as a heat map of row-normalized shares, counts written in the cells."""
-  plt = _pyplot()
+  plt = pyplot()
   counts = np.asarray(cm['counts'])
   rows = counts.sum(axis=1, keepdims=True)
   share = counts / np.where(rows > 0, rows, 1)

@@ -132,6 +132,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_at_end = True
   config.eval_batch_size = 8           # per process
   config.eval_pictures = 4             # validation images drawn to TensorBoard at each evaluation
+  # Moving average of the weights (0 = off): evaluated, exported and predicted with when on
+  # (--raw_weights takes the trained ones); the decay warms up as min(d, (1 + u) / (10 + u)).
+  config.ema_decay = 0.0
+  # The evaluated weights scoring best in this metric are kept in workdir/best (--step best).
+  config.best_metric = 'AP'
+  # Stop after this many evaluations (eval_every) without an improvement of more than
+  # early_stopping_min_delta in best_metric (0 = never).
+  config.early_stopping_patience = 0
+  config.early_stopping_min_delta = 0.0
+  # Where scalars go besides workdir/metrics.csv and metrics.jsonl (always written):
+  # 'tensorboard', 'wandb' (pip install "fcos_jax[wandb]"), 'mlflow' ("fcos_jax[mlflow]").
+  config.trackers = ('tensorboard',)
+  config.wandb_project = 'fcos_jax'
+  config.mlflow_tracking_uri = ''      # '' = a file store in workdir/mlruns
+  config.mlflow_experiment = 'fcos_jax'
   config.data = get_data_config()
   config.model = get_model_config()
   config.loss = get_loss_config()

@@ -1,9 +1,10 @@
 """Config checks run before anything is compiled or written: each failure is a `ConfigError`
 naming the key and the allowed values, so a typo costs a second, not a run."""
 
-from fcos_jax import losses, optim, points
+from fcos_jax import losses, optim, points, trackers
 from fcos_jax.data import categories, input_pipeline
 from fcos_jax.errors import ConfigError
+from fcos_jax.evaluation.scoring import STAT_NAMES
 from fcos_jax.models import fcos, fpn, head, resnet
 
 
@@ -66,6 +67,16 @@ def validate(config) -> None:
   _one_of(o.warmup_method, optim.WARMUP_METHODS, 'optimizer.warmup_method')
   _check(o.grad_clip_norm >= 0, 'optimizer.grad_clip_norm', o.grad_clip_norm,
          'must be >= 0 (0 = off)')
+  _check(0 <= config.ema_decay < 1, 'ema_decay', config.ema_decay, 'must be in [0, 1) (0 = off)')
+  _one_of(config.best_metric, STAT_NAMES, 'best_metric')
+  _positive_int(config, 'early_stopping_patience', allow_zero=True)
+  _check(config.early_stopping_min_delta >= 0, 'early_stopping_min_delta',
+         config.early_stopping_min_delta, 'must be >= 0')
+  _check(not config.early_stopping_patience or config.eval_every > 0,
+         'early_stopping_patience', config.early_stopping_patience,
+         'needs evaluations during training: set eval_every > 0')
+  for name in config.trackers:
+    _one_of(name, trackers.TRACKERS, 'trackers')
   p = config.postprocess
   _check(0 < p.nms_threshold <= 1, 'postprocess.nms_threshold', p.nms_threshold,
          'must be in (0, 1]')

@@ -198,11 +198,28 @@ def enable_compilation_cache() -> None:
 
 
 def define_weights_flags() -> None:
-  """Where a model's weights come from: --workdir [--step] or --params."""
+  """Where a model's weights come from: --workdir [--step] [--raw_weights] or --params."""
   flags.DEFINE_string('workdir', None, 'Training workdir with checkpoints.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+  flags.DEFINE_string('step', None, "Checkpoint step, or 'best' for the run's best evaluated "
+                      'weights (default: the latest).')
+  flags.DEFINE_bool('raw_weights', False, 'Take the trained weights of a run that keeps a '
+                    'moving average (config.ema_decay), not the average.')
   flags.DEFINE_string('params', None, "A params checkpoint instead of --workdir's (e.g. from "
                       'fcos-import-torchvision).')
+
+
+def weights_step():
+  """--step as the loaders take it: None (latest), an int, or 'best'."""
+  value = FLAGS.step
+  if value in (None, '', 'latest'):
+    return None
+  if value == 'best':
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise errors.UserError(f"--step {value!r}: a checkpoint step (an integer) or 'best'") \
+        from None
 
 
 def load_weights(config):
@@ -210,8 +227,8 @@ def load_weights(config):
   from fcos_jax.weights import params
   if not (FLAGS.workdir or FLAGS.params):
     raise errors.UserError('give --workdir (a training run) or --params (a params checkpoint)')
-  return params.load_for_inference(config, workdir=FLAGS.workdir, step=FLAGS.step,
-                                    params=FLAGS.params)
+  return params.load_for_inference(config, workdir=FLAGS.workdir, step=weights_step(),
+                                   params=FLAGS.params, raw_weights=FLAGS.raw_weights)
 
 
 _BENIGN_ORBAX_WARNINGS = ('Metadata file does not exist', 'Given directory is read only',

@@ -81,10 +81,12 @@ def main(argv):
   if not (FLAGS.workdir or FLAGS.params):
     raise errors.UserError('--workdir (with checkpoints), --params or --detections is required')
   model, variables, step = cli.load_weights(config)
-  logging.info('evaluating checkpoint of step %d on split %r', step, split)
+  logging.info('evaluating checkpoint of step %s on split %r', step, split)
   out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
+  tag = f'offline_eval_{step}' + ('_raw_weights' if FLAGS.raw_weights and config.ema_decay
+                                  else '')
   metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
-                                annotations=_ANNOTATIONS.value, tag=f'offline_eval_{step}',
+                                annotations=_ANNOTATIONS.value, tag=tag,
                                 progress=True, class_prob=bool(_ANALYSIS.value),
                                 keep_outputs=bool(_ANALYSIS.value))
   if jax.process_index() == 0:
@@ -94,7 +96,7 @@ def main(argv):
     from fcos_jax.analysis import oracle_centerness
     oracle = oracle_centerness.evaluate(config, model, variables, workdir=out_dir, split=split,
                                         annotations=_ANNOTATIONS.value,
-                                        tag=f'offline_eval_{step}_oracle_centerness',
+                                        tag=f'{tag}_oracle_centerness',
                                         progress=True)
     if jax.process_index() == 0:
       print('with the ground-truth centerness (oracle):')

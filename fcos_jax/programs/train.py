@@ -6,6 +6,9 @@ SLURM, where JAX finds them itself) and run the same command on every host.
 """
 
 import json
+import os
+import shlex
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -30,11 +33,31 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   config = cli.get_config(_CONFIG)
+  from fcos_jax import train_log
   metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
-  if jax.process_index() == 0 and 'AP' in metrics:
+  if jax.process_index() != 0 or 'preempted_at' in metrics:
+    return
+  if 'AP' in metrics:
     print(f'final evaluation ({metrics["num_images"]} images): AP {metrics["AP"]:.4f}  '
           f'AP50 {metrics["AP50"]:.4f}  AP75 {metrics["AP75"]:.4f}')
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}))
+  print(train_log.run_summary(metrics, _WORKDIR.value, _program, _config_args()))
+
+
+def _program(name: str) -> str:
+  """Another program's command, spelled as this one was started."""
+  if os.path.basename(sys.argv[0]) == 'train.py':
+    return f'python {name}.py'
+  return f'fcos-{name}'
+
+
+def _config_args() -> str:
+  """--config and its overrides as given on the command line."""
+  args = [config_flags.get_config_filename(flags.FLAGS['config'])]
+  args = ['--config', args[0]] + [
+      f'--config.{k}={v}' for k, v in
+      config_flags.get_override_values(flags.FLAGS['config']).items()]
+  return ' '.join(shlex.quote(a) for a in args)
 
 
 def run():

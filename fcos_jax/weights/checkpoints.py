@@ -17,6 +17,9 @@ import tensorflow as tf
 from fcos_jax import errors, trees
 from fcos_jax.weights import shapes
 
+# The best evaluated weights of a run, a params checkpoint beside (not in) the rotation.
+BEST_DIR = 'best'
+
 
 class CheckpointMismatchError(errors.CheckpointError):
   """An intact checkpoint whose tensors do not fit the model / optimizer being restored."""

@@ -5,6 +5,7 @@ Inference (evaluate, export) restores only `params` and `batch_stats`: no optimi
 """
 
 import logging
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -39,8 +40,10 @@ def load_params(path: str) -> Any:
   return restored
 
 
-def load_variables(config, workdir: str, step: Optional[int] = None):
-  """(model, {'params', 'batch_stats'}, step) of checkpoint `step` (default: latest) in workdir."""
+def load_variables(config, workdir: str, step: Optional[int] = None, raw_weights: bool = False):
+  """(model, {'params', 'batch_stats'}, step) of checkpoint `step` (default: latest) in workdir;
+  'params' are the moving average when the run kept one (`config.ema_decay`), unless
+  `raw_weights`."""
   model = fcos.create_model(config.model)
   if step is None:
     steps = checkpoints.saved_steps(workdir)
@@ -48,7 +51,13 @@ def load_variables(config, workdir: str, step: Optional[int] = None):
       raise errors.CheckpointError(
           f'no checkpoint in {checkpoints.checkpoints_directory(workdir)}')
     step = steps[-1]
-  variables = checkpoints.restore_variables(workdir, step, fcos.abstract_variables(model))
+  like = fcos.abstract_variables(model)
+  if config.ema_decay and not raw_weights:
+    like = dict(like, ema_params=like['params'])
+  variables = checkpoints.restore_variables(workdir, step, like)
+  if 'ema_params' in variables:
+    logging.info('using the moving average of the weights (--raw_weights: the trained ones)')
+    variables = {'params': variables['ema_params'], 'batch_stats': variables['batch_stats']}
   return model, variables, step
 
 
@@ -66,14 +75,26 @@ def load_params_variables(config, path: str):
   return model, jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), loaded)
 
 
-def load_for_inference(config, *, workdir: Optional[str] = None, step: Optional[int] = None,
-                       params: Optional[str] = None) -> Tuple[Any, Dict[str, Any], int]:
-  """(model, variables, step) from a params checkpoint (step 0) or a training workdir."""
+BEST = 'best'  # the step name of a run's best evaluated weights (checkpoints.BEST_DIR)
+
+
+def load_for_inference(config, *, workdir: Optional[str] = None, step=None,
+                       params: Optional[str] = None,
+                       raw_weights: bool = False) -> Tuple[Any, Dict[str, Any], Any]:
+  """(model, variables, step) from a params checkpoint (step 0) or a training workdir; `step`
+  an int, None (the latest) or 'best' (the weights kept by `config.best_metric`)."""
   if params:
     model, variables = load_params_variables(config, path=params)
     return model, variables, 0
+  if workdir and step == BEST:
+    path = os.path.join(workdir, checkpoints.BEST_DIR)
+    if not tf.io.gfile.isdir(path):
+      raise errors.CheckpointError(f'{workdir} has no best weights yet (they are written at '
+                                   'evaluations during training: config.eval_every)')
+    model, variables = load_params_variables(config, path=path)
+    return model, variables, BEST
   if workdir:
-    return load_variables(config, workdir, step)
+    return load_variables(config, workdir, step, raw_weights)
   raise errors.UserError('give a training workdir or a params checkpoint')
 
 
@@ -108,4 +129,6 @@ def merge_init_checkpoint(state, path: str, skip_mismatched: bool = False):
   if mismatches:
     logging.warning('init_skip_mismatched: %d tensor(s) of %s keep their fresh init: %s',
                     len(mismatches), path, '; '.join(mismatches))
+  if getattr(state, 'ema_params', None):  # the moving average starts at the merged weights
+    merged['ema_params'] = jax.tree_util.tree_map(lambda x: x.copy(), merged['params'])
   return state.replace(**merged)

@@ -1,0 +1,40 @@
+"""The programs' shared preamble, through the real commands: `--help` and `-h` print the
+program's own flags first and exit 0; a stray argument is one line and exit code 1."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_trainer import ROOT, env
+
+# Each program and a flag of its own that its help must show.
+PROGRAMS = {
+    'train': 'workdir', 'evaluate': 'detections', 'export': 'format', 'predict': 'image',
+    'convert_coco': 'annotations', 'import_torchvision': 'download', 'assigner_stats': 'split',
+    'synthetic_shapes': 'train', 'curves': 'out',
+}
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env(), capture_output=True,
+                        text=True, timeout=300)
+
+
+@pytest.mark.parametrize('program', sorted(PROGRAMS))
+def test_help_shows_the_programs_flags_and_exits_0(program):
+  out = _run('-m', f'fcos_jax.programs.{program}', '--help')
+  assert out.returncode == 0, out.stderr[-2000:]
+  own, _, shared = out.stdout.partition('\nshared flags:')
+  assert f'--{PROGRAMS[program]}' in own.partition('\nflags:')[2], out.stdout
+  assert '--[no]verbose' in shared
+
+
+def test_short_help_from_a_checkout_script_and_a_stray_argument():
+  out = _run(os.path.join(ROOT, 'evaluate.py'), '-h')
+  assert out.returncode == 0 and '--detections' in out.stdout
+  out = _run(os.path.join(ROOT, 'export.py'), '--config=shapes', '--workdir=/nonexistent',
+             '--out=/tmp/x', 'stray')
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1].startswith("error: unexpected arguments ['stray']")
