@@ -1,5 +1,13 @@
 """Preemption: SIGTERM (TPU/cloud preemption) asks the training loop to save and exit at the
-next step boundary."""
+next step boundary, at the same step on every process.
+
+One process: a SIGTERM handler of our own sets a flag. Several processes: JAX's preemption
+service decides (`multihost_utils.reached_preemption_sync_point`): `jax.distributed.initialize`
+installs its SIGTERM notifier, a notice reaching any process is passed to all, and every process
+returns True at the same step (one past the largest step any process had reached). A handler of
+our own would replace that notifier, and a per-process flag would let processes stop at
+different steps, the others then waiting forever in a collective.
+"""
 
 import logging
 import signal
@@ -8,12 +16,15 @@ import jax
 
 
 class Preemption:
-  """Installs a SIGTERM handler for the lifetime of a training loop (`restore` puts the previous
-  one back); `reached(step)` says whether to save and exit after `step`."""
+  """`reached(step)` says whether to save and exit after `step`; it must be called after every
+  step on every process. `restore` puts the previous SIGTERM handler back."""
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    self._previous = None
+    self._multi = jax.process_count() > 1
+    if not self._multi:
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
 
   def _handler(self, signum, frame):
     del signum, frame
@@ -21,14 +32,15 @@ class Preemption:
     self.requested = True
 
   def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      # All processes must agree on the step: the coordination service decides.
-      from jax.experimental import multihost_utils
-      try:
-        return multihost_utils.reached_preemption_sync_point(step) or self.requested
-      except Exception:  # noqa: BLE001 - no preemption service: fall back to the signal flag
-        pass
+    if not self._multi:
+      return self.requested
+    from jax.experimental import multihost_utils
+    if multihost_utils.reached_preemption_sync_point(step):
+      logging.warning('preemption notice: every process saves a checkpoint at step %d and exits',
+                      step)
+      self.requested = True
     return self.requested
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

@@ -202,6 +202,66 @@ def test_two_processes_on_loopback_finish_with_identical_parameters(data_dir, tm
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
 
 
+def _start_pair(workdir, data_dir, *extra):
+  address = f'127.0.0.1:{free_port()}'
+  return [subprocess.Popen(
+      command(workdir, data_dir, f'--coordinator_address={address}', '--num_processes=2',
+              f'--process_id={i}', '--config.data.aspect_buckets=False',
+              *extra),
+      cwd=ROOT, env=env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+
+
+def _wait_for(proc, pattern):
+  """Reads `proc`'s log until `pattern` appears; returns the log so far."""
+  log = ''
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line and proc.poll() is not None:
+      break
+    log += line
+    if re.search(pattern, line):
+      return log
+  raise AssertionError(f'never saw {pattern!r}:\n{log[-4000:]}')
+
+
+def _preempted_step(proc, log_so_far):
+  rest = proc.communicate(timeout=600)[0]
+  log = log_so_far + rest
+  assert proc.returncode == 0, log[-5000:]
+  saved = re.findall(r'checkpoint of step (\d+) written after SIGTERM', log)
+  assert len(saved) == 1, log[-5000:]
+  return int(saved[0])
+
+
+def test_two_processes_preempted_stop_at_one_step_and_resume_bit_equal(data_dir, tmp_path):
+  """SIGTERM to one process of two, then to both: each time both save the same step (JAX's
+  preemption service decides, not a flag per process) and exit 0; the resumed run ends with the
+  parameters of an uninterrupted one."""
+  steps = ('--config.num_train_steps=60', '--config.checkpoint_every=100',
+           '--config.log_every=1')
+  reference = _start_pair(str(tmp_path / 'reference'), data_dir, *steps)
+  logs = [p.communicate(timeout=600)[0] for p in reference]
+  assert all(p.returncode == 0 for p in reference), logs[0][-3000:] + logs[1][-3000:]
+  want = checksum(logs[0])
+  assert want[0] == 60 and checksum(logs[1]) == want
+  workdir = str(tmp_path / 'preempted')
+  for signalled in ((1,), (0, 1)):
+    procs = _start_pair(workdir, data_dir, *steps)
+    started = [_wait_for(procs[0], r'step \d+: '), '']
+    for i in signalled:
+      procs[i].send_signal(signal.SIGTERM)
+    saved = [_preempted_step(p, log) for p, log in zip(procs, started)]
+    assert saved[0] == saved[1] < 60, saved
+    assert str(saved[0]) in os.listdir(os.path.join(workdir, 'checkpoints'))
+  procs = _start_pair(workdir, data_dir, *steps)
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), logs[0][-3000:]
+  assert f'resuming at step {saved[0]}' in logs[0]
+  assert checksum(logs[0]) == checksum(logs[1]) == want
+
+
 @pytest.mark.parametrize('override,message', [
     ('--config.batch_sise=4', 'batch_sise'),
     ('--config.batch_size=four', 'batch_size'),
