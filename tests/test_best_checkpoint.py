@@ -144,3 +144,21 @@ def test_a_resumed_stopped_run_stops_again_at_once(stopped_run):
   assert 'early stopping at step 8' in out.stderr
   assert 'step 10:' not in out.stderr
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int)[-1] == '8'
+
+
+def test_export_and_predict_take_step_best(stopped_run, tmp_path):
+  workdir, data_dir, _, _ = stopped_run
+  common = [f'--config={CONFIG}', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+            '--step=best']
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'export.py'), *common,
+                        f'--out={tmp_path / "export"}'], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert 'exported checkpoint step best' in out.stdout
+  from PIL import Image
+  Image.new('RGB', (64, 64), (90, 120, 30)).save(tmp_path / 'in.png')
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'predict.py'), *common,
+                        f'--image={tmp_path / "in.png"}', f'--out={tmp_path / "pred"}'],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert (tmp_path / 'pred' / 'detections.json').exists()
