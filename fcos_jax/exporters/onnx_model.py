@@ -22,6 +22,57 @@ from fcos_jax.exporters.contract import INPUT_NAMES, OUTPUT_KEYS
 OPSET = 21
 
 
+def _uses_platform_choice(jaxpr) -> bool:
+  from jax.extend import core
+  return any(e.primitive.name == 'platform_index' for e in jaxpr.eqns) or any(
+      _uses_platform_choice(sub) for sub in core.subjaxprs(jaxpr))
+
+
+def _eval_native(jaxpr, consts, *args):
+  """Evaluates `jaxpr` with every `lax.platform_dependent` choice (`models/layers.py`) replaced
+  by its branch for platforms other than the CPU, and the jitted calls that hold one inlined."""
+  from jax.extend import core
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, core.Literal) else env[v]
+  for v, x in zip(jaxpr.constvars, consts):
+    env[v] = x
+  for v, x in zip(jaxpr.invars, args):
+    env[v] = x
+  for eqn in jaxpr.eqns:
+    values = [read(v) for v in eqn.invars]
+    name, params = eqn.primitive.name, eqn.params
+    if name == 'platform_index':
+      outs = [np.int32(0)]  # unused: its cond is resolved below
+    elif name == 'cond' and params.get('branches_platforms'):
+      branches = params['branches_platforms']
+      index = next((i for i, p in enumerate(branches) if p is None), len(branches) - 1)
+      branch = params['branches'][index]
+      outs = _eval_native(branch.jaxpr, branch.consts, *values[1:])
+    elif name in ('jit', 'pjit') and _uses_platform_choice(params['jaxpr'].jaxpr):
+      outs = _eval_native(params['jaxpr'].jaxpr, params['jaxpr'].consts, *values)
+    else:
+      with eqn.ctx.manager:
+        outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(params))
+      if not eqn.primitive.multiple_results:
+        outs = [outs]
+    for v, x in zip(eqn.outvars, outs):
+      env[v] = x
+  return [read(v) for v in jaxpr.outvars]
+
+
+def native_forms(fn):
+  """`fn` with XLA's native layer forms whatever the platform: jax2onnx does not know
+  `platform_index` (and its `If` of the two forms does not convert), and the native forms (Conv,
+  MaxPool, GroupNorm's reductions) are the natural ONNX operators."""
+  def wrapped(*args):
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+    outs = _eval_native(closed.jaxpr, closed.consts, *jax.tree_util.tree_leaves(args))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), outs)
+  return wrapped
+
+
 def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
   """A pure JAX function of arrays -> a checked `onnx.ModelProto` (shapes may be symbolic).
 
@@ -34,7 +85,7 @@ def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
   from onnx_ir.passes.common import DeduplicateInitializersPass
   with warnings.catch_warnings():  # the converter asks JAX for float64 constants: harmless
     warnings.filterwarnings('ignore', message='Explicitly requested dtype float64')
-    model = convert(fn, list(input_specs), model_name=name, opset=opset,
+    model = convert(native_forms(fn), list(input_specs), model_name=name, opset=opset,
                     input_names=list(INPUT_NAMES[:len(input_specs)]),
                     output_names=list(output_names), return_mode='ir')
   DeduplicateInitializersPass(size_limit=2**31)(model)

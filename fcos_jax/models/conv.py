@@ -6,8 +6,9 @@ kernel offset it costs about 2x (docs/performance.md). On small maps and few out
 XLA's own gradient is faster, so layers choose by size. The forward and the input gradient stay
 XLA's convolution, except on the smallest maps, where one product does the whole convolution.
 The kernel keeps `nn.Conv`'s name, shape [K, K, Cin, Cout] and initializer call, so
-checkpoints, the torchvision mapping and initial values are unchanged. Only the CPU backend
-takes these paths (they hold K*K shifted copies of the input); GPUs and TPUs keep XLA's.
+checkpoints, the torchvision mapping and initial values are unchanged. Only programs for the
+CPU take these paths (they hold K*K shifted copies of the input), chosen per platform at
+lowering (`layers.per_platform`); GPUs and TPUs keep XLA's convolution and its gradients.
 """
 
 import functools
@@ -18,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from fcos_jax.models.layers import per_platform
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -64,7 +67,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 1,
   """x [B, H, W, Cin] * kernel [K, K, Cin, Cout], `stride`, zero `padding` on each side.
 
   `products`: compute the weight gradient by per-offset matrix products (True), by XLA (False),
-  or by `products_pay_off` on the CPU backend (None; XLA's elsewhere).
+  or, in programs for the CPU, by `products_pay_off` (None; XLA's on other platforms).
   """
   return _plain(x, kernel, stride, padding)
 
@@ -75,13 +78,20 @@ def _conv2d_fwd(x, kernel, stride, padding, products):
 
 def _conv2d_bwd(stride, padding, products, residuals, g):
   x, kernel = residuals
-  if products is None:  # cuDNN / TPU convolution gradients need no help
-    products = jax.default_backend() == 'cpu' and products_pay_off(g.shape, kernel.shape)
-  if not products:
+
+  def native(x, kernel, g):
     return jax.vjp(lambda x, w: _plain(x, w, stride, padding), x, kernel)[1](g)
-  dx = jax.vjp(lambda x: _plain(x, kernel, stride, padding), x)[1](g)[0]
-  dw = weight_gradient_by_products(x, g, kernel.shape, stride, padding)
-  return dx, dw.astype(kernel.dtype)
+
+  def by_products(x, kernel, g):
+    dx = jax.vjp(lambda x: _plain(x, kernel, stride, padding), x)[1](g)[0]
+    dw = weight_gradient_by_products(x, g, kernel.shape, stride, padding)
+    return dx, dw.astype(kernel.dtype)
+
+  if products is None:  # cuDNN / TPU convolution gradients need no help
+    if not products_pay_off(g.shape, kernel.shape):
+      return native(x, kernel, g)
+    return per_platform(by_products, native, x, kernel, g)
+  return (by_products if products else native)(x, kernel, g)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -122,8 +132,9 @@ class Conv(nn.Module):
                         self.param_dtype)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     h, w = (-(-n // self.stride) for n in x.shape[1:3])
-    if jax.default_backend() == 'cpu' and h * w <= SMALL_MAP_POSITIONS:
-      y = conv2d_by_product(x, kernel, self.stride, k // 2)
+    if h * w <= SMALL_MAP_POSITIONS:
+      y = per_platform(lambda x, w: conv2d_by_product(x, w, self.stride, k // 2),
+                       lambda x, w: _plain(x, w, self.stride, k // 2), x, kernel)
     else:
       y = conv2d(x, kernel, self.stride, k // 2)
     if self.use_bias:

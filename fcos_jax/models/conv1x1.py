@@ -5,7 +5,8 @@ transposed activations and costs 2-4x its forward (docs/performance.md); as a ma
 [B*H*W, Cin] x [Cin, Cout] both gradients are plain matrix products too. The kernel keeps
 `nn.Conv`'s name, shape [1, 1, Cin, Cout] and initializer call, so checkpoints, the torchvision
 mapping and initial values are unchanged. A stride subsamples first (a 1x1 window sees only the
-pixels it lands on), which equals the strided convolution without padding.
+pixels it lands on), which equals the strided convolution without padding. Programs for other
+platforms keep XLA's 1x1 convolution (chosen at lowering, `layers.per_platform`).
 """
 
 from typing import Any, Callable
@@ -13,6 +14,9 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from fcos_jax.models.layers import per_platform
 
 
 class Conv1x1(nn.Module):
@@ -28,9 +32,17 @@ class Conv1x1(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features),
                         self.param_dtype)
-    if self.stride > 1:
-      x = x[:, ::self.stride, ::self.stride]
-    y = jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+    stride = self.stride
+
+    def as_product(x, kernel):
+      if stride > 1:
+        x = x[:, ::stride, ::stride]
+      return jnp.dot(x, kernel[0, 0])
+
+    def native(x, kernel):
+      return lax.conv_general_dilated(x, kernel, (stride, stride), 'VALID',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = per_platform(as_product, native, x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,), self.param_dtype).astype(
           self.dtype)

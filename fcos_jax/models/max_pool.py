@@ -1,5 +1,7 @@
 """Max pooling whose gradient is elementwise selects instead of XLA's select-and-scatter.
 
+Programs for the CPU only (chosen at lowering); GPUs and TPUs keep select-and-scatter.
+
 Why: on XLA's CPU backend the gradient of a reduce_window max (select-and-scatter) costs many
 times the pooling itself (docs/performance.md has the timings). Here the backward visits the k*k window offsets in row-major order, routes
 the cotangent to the first input equal to the window's max, and places each offset's share with
@@ -16,11 +18,18 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from fcos_jax.models.layers import per_platform
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+
 def max_pool(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -> jax.Array:
   """[B, H, W, C] -> max over `window`x`window` windows, `stride`, -inf `padding` each side
-  (as `flax.linen.max_pool(x, (k, k), (s, s), ((p, p), (p, p)))`)."""
+  (as `flax.linen.max_pool(x, (k, k), (s, s), ((p, p), (p, p)))`); the gradient by selects in
+  programs for the CPU, XLA's select-and-scatter elsewhere (`layers.per_platform`)."""
+  return per_platform(lambda x: _max_pool_by_selects(x, window, stride, padding),
+                      lambda x: _pool(x, window, stride, padding), x)
+
+
+def _pool(x, window, stride, padding):
   # Explicit -inf padding and flax's max_pool (a reduce_window, as fast as padding inside it):
   # the ONNX converter maps `flax.linen.max_pool` to an NCHW MaxPool, not a raw reduce_window.
   x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
@@ -28,8 +37,13 @@ def max_pool(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -
   return nn.max_pool(x, window_shape=(window, window), strides=(stride, stride), padding='VALID')
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_by_selects(x, window, stride, padding):
+  return _pool(x, window, stride, padding)
+
+
 def _max_pool_fwd(x, window, stride, padding):
-  y = max_pool(x, window, stride, padding)
+  y = _pool(x, window, stride, padding)
   return y, (x, y)
 
 
@@ -58,4 +72,4 @@ def _max_pool_bwd(window, stride, padding, residuals, g):
   return (dxp[:, padding:padding + h, padding:padding + w],)
 
 
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+_max_pool_by_selects.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -1,0 +1,19 @@
+"""Where a layer's CPU form is chosen: per platform at lowering, never by the default backend
+at trace time.
+
+The forms in `conv.py`, `conv1x1.py`, `max_pool.py` and `group_norm.py` are for XLA's CPU
+backend (docs/performance.md); GPUs and TPUs run XLA's native convolution, reduce-window and
+GroupNorm. `per_platform` puts both forms into the traced program with
+`jax.lax.platform_dependent`; lowering keeps the branch of the platform it lowers for, so a
+`jax.export` for ('cpu', 'cuda', 'tpu') carries the right form in each program and a CPU-only
+or GPU-only compilation sees only its own.
+"""
+
+from typing import Callable
+
+from jax import lax
+
+
+def per_platform(cpu: Callable, native: Callable, *args):
+  """`cpu(*args)` in programs for the CPU, `native(*args)` for every other platform."""
+  return lax.platform_dependent(*args, cpu=cpu, default=native)
