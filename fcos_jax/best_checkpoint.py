@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fcos_jax.weights.checkpoints import BEST_DIR
+from fcos_jax.weights.checkpoints import best_weights
 
 RECORD_FILE = 'best.json'
 
@@ -88,7 +88,7 @@ class BestTracker:
       s = self.standing
       record = {'metric': self.metric, 'best_step': s.best_step, 'best_value': s.best_value,
                 'evaluations_without_improvement': s.without_improvement,
-                'weights': os.path.join(self.workdir, BEST_DIR), 'history': self.history}
+                'weights': best_weights(self.workdir), 'history': self.history}
       tmp = os.path.join(self.workdir, RECORD_FILE + '.tmp')
       with open(tmp, 'w') as f:
         json.dump(record, f, indent=1)
@@ -97,7 +97,7 @@ class BestTracker:
 
   def _write_weights(self, step: int, variables) -> None:
     """The weights into `best/`, replacing the previous best only once the new one is whole."""
-    target = os.path.abspath(os.path.join(self.workdir, BEST_DIR))
+    target = os.path.abspath(best_weights(self.workdir))
     partial = f'{target}.step_{step}.partial'
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(partial, variables, force=True)
@@ -112,8 +112,3 @@ class BestTracker:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices('best_weights_written')
-
-
-def best_weights(workdir: str) -> str:
-  """The `best/` params checkpoint of a run (for `--step best`)."""
-  return os.path.join(workdir, BEST_DIR)

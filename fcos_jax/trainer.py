@@ -153,7 +153,7 @@ def _train(config, workdir, model, state, programs, batch_sharding):
   s = best.standing
   if s.best_step is not None:
     result.update(best_step=s.best_step, best_value=s.best_value, best_metric=best.metric,
-                  best_weights=best_checkpoint.best_weights(workdir))
+                  best_weights=checkpoints.best_weights(workdir))
   return result
 
 

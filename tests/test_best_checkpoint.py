@@ -67,13 +67,13 @@ def test_early_stopping_stops_with_a_final_checkpoint(stopped_run):
 
 
 def test_best_weights_are_the_evaluated_average_of_their_step(stopped_run):
-  from fcos_jax.weights import params
+  from fcos_jax.weights import checkpoints, params
   from tests import tiny_config
   workdir = stopped_run[0]
   with open(os.path.join(workdir, best_checkpoint.RECORD_FILE)) as f:
     record = json.load(f)
   config = tiny_config.get_config()
-  best = params.load_params(best_checkpoint.best_weights(workdir))
+  best = params.load_params(checkpoints.best_weights(workdir))
   _, average, _ = params.load_variables(config, workdir, step=record['best_step'])
   _, raw, _ = params.load_variables(config, workdir, step=record['best_step'], raw_weights=True)
   leaves = lambda tree: [np.asarray(x) for x in __import__('jax').tree_util.tree_leaves(tree)]  # noqa

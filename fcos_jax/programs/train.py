@@ -53,10 +53,9 @@ def _program(name: str) -> str:
 
 def _config_args() -> str:
   """--config and its overrides as given on the command line."""
-  args = [config_flags.get_config_filename(flags.FLAGS['config'])]
-  args = ['--config', args[0]] + [
-      f'--config.{k}={v}' for k, v in
-      config_flags.get_override_values(flags.FLAGS['config']).items()]
+  holder = flags.FLAGS['config']
+  args = ['--config', config_flags.get_config_filename(holder)] + [
+      f'--config.{k}={v}' for k, v in config_flags.get_override_values(holder).items()]
   return ' '.join(shlex.quote(a) for a in args)
 
 

@@ -21,6 +21,11 @@ from fcos_jax.weights import shapes
 BEST_DIR = 'best'
 
 
+def best_weights(workdir: str) -> str:
+  """The `best/` params checkpoint of a run (what `--step best` reads)."""
+  return os.path.join(workdir, BEST_DIR)
+
+
 class CheckpointMismatchError(errors.CheckpointError):
   """An intact checkpoint whose tensors do not fit the model / optimizer being restored."""
 

@@ -5,7 +5,6 @@ Inference (evaluate, export) restores only `params` and `batch_stats`: no optimi
 """
 
 import logging
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -75,7 +74,7 @@ def load_params_variables(config, path: str):
   return model, jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), loaded)
 
 
-BEST = 'best'  # the step name of a run's best evaluated weights (checkpoints.BEST_DIR)
+BEST = 'best'  # the step name of a run's best evaluated weights (checkpoints.best_weights)
 
 
 def load_for_inference(config, *, workdir: Optional[str] = None, step=None,
@@ -87,7 +86,7 @@ def load_for_inference(config, *, workdir: Optional[str] = None, step=None,
     model, variables = load_params_variables(config, path=params)
     return model, variables, 0
   if workdir and step == BEST:
-    path = os.path.join(workdir, checkpoints.BEST_DIR)
+    path = checkpoints.best_weights(workdir)
     if not tf.io.gfile.isdir(path):
       raise errors.CheckpointError(f'{workdir} has no best weights yet (they are written at '
                                    'evaluations during training: config.eval_every)')
