@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcos_jax import points as points_lib
+from fcos_jax.models.layers import per_platform_tpu
 
 
 class Detections(NamedTuple):
@@ -81,6 +82,18 @@ def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_o
   return jnp.moveaxis(idx, 0, -1), jnp.moveaxis(found, 0, -1)
 
 
+def level_top_k(scores, k: int, recall: float = 1.0):
+  """The `k` best of `scores` [M] (values, indices). With `recall` < 1, TPU programs take
+  `lax.approx_max_k` at that recall target (TPUs sort slowly; the approximate form is their
+  native one), every other platform the exact `lax.top_k`."""
+  def exact(s):
+    return jax.lax.top_k(s, k)
+  if recall >= 1.0:
+    return exact(scores)
+  return per_platform_tpu(lambda s: jax.lax.approx_max_k(s, k, recall_target=recall), exact,
+                          scores)
+
+
 class _Candidates(NamedTuple):
   boxes: jnp.ndarray        # [P, 4] decoded, clipped
   scores: jnp.ndarray       # [P] final scores; 0 where not ok
@@ -97,6 +110,7 @@ def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
                 score_threshold: float = 0.05,
                 threshold_on_combined: bool = False,
                 pre_nms_top_n: int = 1000,
+                tpu_top_k_recall: float = 1.0,
                 sqrt_score: bool = True,
                 drop_outside: bool = False,
                 centerness_from_logits: bool = True) -> _Candidates:
@@ -131,7 +145,7 @@ def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
     sl = slice(start, start + n)
     flat_score = jnp.where(passed[sl], combined[sl], -jnp.inf).reshape(-1)
     k = min(pre_nms_top_n, n * num_classes)
-    top_score, top_idx = jax.lax.top_k(flat_score, k)
+    top_score, top_idx = level_top_k(flat_score, k, tpu_top_k_recall)
     # lax.div truncates (= floor for these non-negative indices) without the sign fix-ups of
     # `//` and `%`, which the ONNX converter mishandles under a symbolic batch dimension.
     top_loc = jax.lax.div(top_idx, num_classes)
@@ -207,6 +221,7 @@ def postprocess_kwargs(config) -> dict:
               norm_reg_targets=bool(m.norm_reg_targets),
               score_threshold=float(p.score_threshold),
               threshold_on_combined=bool(p.threshold_on_combined),
-              pre_nms_top_n=int(p.pre_nms_top_n), nms_threshold=float(p.nms_threshold),
+              pre_nms_top_n=int(p.pre_nms_top_n),
+              tpu_top_k_recall=float(p.tpu_top_k_recall), nms_threshold=float(p.nms_threshold),
               max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score),
               drop_outside=bool(p.drop_outside))

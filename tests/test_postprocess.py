@@ -209,3 +209,45 @@ def test_batched_output_shapes_and_padding_rows():
   np.testing.assert_allclose(np.asarray(det.boxes[1, 0]), [34, 0, 54, 14])
   assert (np.asarray(det.classes[0]) == -1).all() and (np.asarray(det.scores[0]) == 0).all()
   assert (np.asarray(det.boxes[1, 1:]) == 0).all() and (np.asarray(det.classes[1, 1:]) == -1).all()
+
+
+def _postprocess_text(platform, recall):
+  """The StableHLO of the batched postprocess lowered for `platform` at this top-k recall."""
+  image_size = (64, 96)
+  n = sum(math.ceil(64 / s) * math.ceil(96 / s) for s in STRIDES)
+  fn = jax.jit(lambda c, r, t: postprocess.postprocess(
+      c, r, t, image_size=image_size, strides=STRIDES, pre_nms_top_n=50,
+      tpu_top_k_recall=recall))
+  args = (jax.ShapeDtypeStruct((2, n, 3), jnp.float32), jax.ShapeDtypeStruct((2, n, 4), jnp.float32),
+          jax.ShapeDtypeStruct((2, n), jnp.float32))
+  return jax.export.export(fn, platforms=[platform])(*args).mlir_module()
+
+
+@pytest.mark.parametrize('platform,recall,approximate', [
+    ('tpu', 0.99, True), ('tpu', 1.0, False), ('cuda', 0.99, False), ('cpu', 0.99, False)])
+def test_tpu_programs_take_the_approximate_top_k(platform, recall, approximate):
+  """Lowered here for each platform: only a TPU program below recall 1 holds XLA's ApproxTopK;
+  the others sort exactly (chlo.top_k), and no platform choice is left in any of them."""
+  text = _postprocess_text(platform, recall)
+  assert ('ApproxTopK' in text) == approximate
+  assert ('chlo.top_k' in text) != approximate
+  assert 'platform_index' not in text
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_the_tpu_top_k_form_finds_the_exact_candidates(seed):
+  """The TPU branch's `approx_max_k`, at recall 1.0 (here sizes allow it), against the exact
+  top-k on a level of 40x60 locations x 80 classes with ties and -inf entries: the same
+  candidates and values. At the config's recall on CPU (where XLA computes it exactly) too."""
+  rng = np.random.default_rng(seed)
+  scores = rng.uniform(0, 1, 40 * 60 * 80).astype(np.float32)
+  scores[rng.integers(0, scores.size, 5000)] = -np.inf
+  scores[:300] = 0.5  # ties
+  want_v, want_i = jax.lax.top_k(scores, 1000)
+  for recall in (1.0, 0.99):
+    v, i = jax.jit(lambda s: jax.lax.approx_max_k(s, 1000, recall_target=recall))(scores)
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(want_v))
+    assert set(np.asarray(i).tolist()) == set(np.asarray(want_i).tolist())
+  v, i = jax.jit(lambda s: postprocess.level_top_k(s, 1000, 0.99))(scores)
+  np.testing.assert_array_equal(np.asarray(v), np.asarray(want_v))
+  np.testing.assert_array_equal(np.asarray(i), np.asarray(want_i))

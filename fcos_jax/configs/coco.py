@@ -48,6 +48,9 @@ def get_postprocess_config() -> ml_collections.ConfigDict:
   p.score_threshold = 0.05
   p.threshold_on_combined = False  # threshold the class probability (official) or the final score
   p.pre_nms_top_n = 1000           # per level
+  # TPUs sort slowly: their per-level top-k is lax.approx_max_k at this recall target (1.0 =
+  # the exact top-k there too); CPUs and GPUs always take the exact one.
+  p.tpu_top_k_recall = 0.99
   p.nms_threshold = 0.6
   p.max_detections = 100
   p.sqrt_score = True              # final score sqrt(cls * centerness)

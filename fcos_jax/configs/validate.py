@@ -82,3 +82,5 @@ def validate(config) -> None:
          'must be in (0, 1]')
   _positive_int(config, 'postprocess.max_detections')
   _positive_int(config, 'postprocess.pre_nms_top_n')
+  _check(0 < p.tpu_top_k_recall <= 1, 'postprocess.tpu_top_k_recall', p.tpu_top_k_recall,
+         'must be in (0, 1] (1 = the exact top-k)')

@@ -1,12 +1,13 @@
-"""Where a layer's CPU form is chosen: per platform at lowering, never by the default backend
-at trace time.
+"""Where a form made for one backend is chosen: per platform at lowering, never by the default
+backend at trace time.
 
 The forms in `conv.py`, `conv1x1.py`, `max_pool.py` and `group_norm.py` are for XLA's CPU
 backend (docs/performance.md); GPUs and TPUs run XLA's native convolution, reduce-window and
 GroupNorm. `per_platform` puts both forms into the traced program with
 `jax.lax.platform_dependent`; lowering keeps the branch of the platform it lowers for, so a
 `jax.export` for ('cpu', 'cuda', 'tpu') carries the right form in each program and a CPU-only
-or GPU-only compilation sees only its own.
+or GPU-only compilation sees only its own. `per_platform_tpu` does the same for a TPU form
+(the postprocess's approximate top-k).
 """
 
 from typing import Callable
@@ -17,3 +18,8 @@ from jax import lax
 def per_platform(cpu: Callable, native: Callable, *args):
   """`cpu(*args)` in programs for the CPU, `native(*args)` for every other platform."""
   return lax.platform_dependent(*args, cpu=cpu, default=native)
+
+
+def per_platform_tpu(tpu: Callable, other: Callable, *args):
+  """`tpu(*args)` in programs for TPUs, `other(*args)` for every other platform."""
+  return lax.platform_dependent(*args, tpu=tpu, default=other)
