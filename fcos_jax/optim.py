@@ -84,3 +84,42 @@ def create_optimizer(config, params) -> optax.GradientTransformation:
 def effective_batch_size(config) -> int:
   """Images per optimizer update: `batch_size` x `grad_accum_steps`."""
   return config.batch_size * config.grad_accum_steps
+
+
+def scale_schedule_to_batch(config):
+  """(config, summary) with the step counts of `config` rescaled to its global batch.
+
+  With `optimizer.scale_schedule_with_batch`, `num_train_steps`, `checkpoint_every` and
+  `eval_every` (in batches) and `optimizer.warmup_steps` / `decay_steps` (in updates) are read
+  as stated for updates of `optimizer.base_batch_size` images, and scaled by
+  base_batch_size / batch, so that a run of any global batch sees the same images at the same
+  learning rate per image (the lr scales linearly, `learning_rate_schedule`; Goyal et al. 2017,
+  detectron2's REFERENCE_WORLD_SIZE). Without it, or at the base batch, `config` is returned
+  as is. `summary` is the one line that says what was applied.
+  """
+  o = config.optimizer
+  effective = effective_batch_size(config)
+  lr = o.base_lr * effective / o.base_batch_size
+  if not o.get('scale_schedule_with_batch', False) or effective == o.base_batch_size:
+    return config, (f'global batch {effective}: lr {lr:g} (base_lr {o.base_lr:g} x '
+                    f'{effective}/{o.base_batch_size}); step counts as configured')
+  per_update = o.base_batch_size / effective
+  per_step = o.base_batch_size / config.batch_size
+
+  def scaled(n, factor):
+    return max(1, round(n * factor)) if n else 0
+
+  config = config.copy_and_resolve_references()
+  before = (config.num_train_steps, o.warmup_steps, tuple(o.decay_steps))
+  config.num_train_steps = scaled(config.num_train_steps, per_step)
+  config.checkpoint_every = scaled(config.checkpoint_every, per_step)
+  config.eval_every = scaled(config.eval_every, per_step)
+  so = config.optimizer
+  so.warmup_steps = scaled(o.warmup_steps, per_update)
+  so.decay_steps = tuple(scaled(int(s), per_update) for s in o.decay_steps)
+  return config, (
+      f'global batch {effective} = {effective / o.base_batch_size:g} x base_batch_size '
+      f'{o.base_batch_size} (optimizer.scale_schedule_with_batch): lr {lr:g}, steps '
+      f'{before[0]} -> {config.num_train_steps}, warmup {before[1]} -> {so.warmup_steps}, '
+      f'decay {before[2]} -> {so.decay_steps}, checkpoint_every {config.checkpoint_every}, '
+      f'eval_every {config.eval_every}')

@@ -46,6 +46,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep TF off the accelerators
   check_can_start(config, workdir)
+  config, scaling = optim.scale_schedule_to_batch(config)
+  if jax.process_index() == 0:
+    logging.info('%s', scaling)
   mesh = sharding.make_mesh()
   model, tx, state = train_step.build_training(config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)

@@ -81,6 +81,7 @@ def test_uninterrupted_run_compiles_once_per_bucket(reference_run):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '4', '8']
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert re.search(r'step 12: .*loss_total=', log)
+  assert 'global batch 4: lr 0.0005 (base_lr 0.002 x 4/16); step counts as configured' in log
 
 
 def test_a_rerun_loads_its_programs_from_the_compilation_cache(reference_run, data_dir,

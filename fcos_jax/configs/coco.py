@@ -96,8 +96,13 @@ def get_data_config() -> ml_collections.ConfigDict:
 def get_optimizer_config() -> ml_collections.ConfigDict:
   o = ml_collections.ConfigDict()
   o.name = 'sgd'                 # 'sgd' (momentum) or 'adamw'
-  o.base_lr = 0.01               # at base_batch_size; scaled linearly with config.batch_size
+  o.base_lr = 0.01               # at base_batch_size; scaled linearly with the global batch
   o.base_batch_size = 16
+  # The step counts (num_train_steps, warmup_steps, decay_steps, checkpoint_every, eval_every)
+  # are stated for batches of base_batch_size images and scaled by base_batch_size / global
+  # batch, as the lr is by the inverse: --config.batch_size=256 trains the same schedule in 1/16
+  # of the steps. False: step counts as written (the lr still scales).
+  o.scale_schedule_with_batch = True
   o.momentum = 0.9
   o.weight_decay = 1e-4          # conv kernels only (no biases, no norm parameters)
   o.bias_lr_factor = 2.0

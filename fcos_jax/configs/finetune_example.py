@@ -25,8 +25,8 @@ def get_config():
   config.batch_size = 8
   config.num_train_steps = 5000
   o = config.optimizer
-  o.base_lr = 0.01
-  o.base_batch_size = 16
+  o.base_lr = 0.005                        # the step counts here are for batches of 8
+  o.base_batch_size = 8
   o.warmup_steps = 200
   o.decay_steps = (3500, 4500)
   config.checkpoint_every = 500
