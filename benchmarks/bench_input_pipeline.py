@@ -2,7 +2,7 @@
 
 Generates COCO-sized synthetic images (about 640x480, a third portrait), converts them with the
 project's converter (cached in --data_dir), then times the training pipeline: read, decode,
-resize to shorter side 800 / longer <= 1333, flip, pad to the 896x1408 / 1408x896 buckets, batch.
+resize to shorter side 800 / longer <= 1333, flip, pad to the COCO config's buckets, batch.
 
   python -m benchmarks.bench_input_pipeline [--images 256 --batch 8 --batches 40]
 """
@@ -17,7 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import tensorflow as tf  # noqa: E402
 
 from fcos_jax.configs import coco  # noqa: E402
-from fcos_jax.data import coco_conversion, input_pipeline, synthetic  # noqa: E402
+from fcos_jax.data import coco_conversion, input_pipeline, sizes, synthetic  # noqa: E402
 
 
 def main():
@@ -48,7 +48,9 @@ def main():
   print(f'cores: {os.cpu_count()}, TF {tf.__version__}, batch {args.batch}, '
         f'{args.batches} batches after 5 warm-up batches')
   print(f'{"pipeline":<44}{"images/s":>10}{"ms/batch":>10}')
-  print(f'{"train 800/1333, buckets 896x1408 / 1408x896":<44}{ips:>10.1f}'
+  buckets = ' / '.join(f'{h}x{w}' for h, w in sizes.bucket_shapes(
+      config.min_sizes, config.max_size, config.size_divisibility))
+  print(f'{"train 800/1333, buckets " + buckets:<44}{ips:>10.1f}'
         f'{elapsed / args.batches * 1e3:>10.1f}')
 
 
