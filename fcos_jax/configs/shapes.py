@@ -47,6 +47,8 @@ def get_config():
   o.warmup_method = 'linear'
   o.decay_steps = (1500, 1800)
   o.grad_clip_norm = 10.0
+  # The demo's step counts are for whatever batch it runs (one machine); the lr still scales.
+  o.scale_schedule_with_batch = False
 
   config.log_every = 50
   config.checkpoint_every = 500
