@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from fcos_jax.models.fcos import DTYPES
+from fcos_jax.models.fcos import input_dtype
 
 
 def normalize_images(images: jax.Array, image_sizes: jax.Array, mean: Sequence[float],
@@ -25,5 +25,5 @@ def image_normalizer(config) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """(images uint8 [B, H, W, 3], image_sizes [B, 2]) -> the model input of `config`
   (`data.pixel_mean` / `pixel_std`, `model.dtype`)."""
   mean, std = tuple(config.data.pixel_mean), tuple(config.data.pixel_std)
-  dtype = DTYPES[config.model.dtype]
+  dtype = input_dtype(config.model)
   return lambda images, image_sizes: normalize_images(images, image_sizes, mean, std, dtype)

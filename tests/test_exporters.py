@@ -205,6 +205,23 @@ def test_metadata_travels_inside_each_format(exported):
       assert inside['preprocessing'] == meta['preprocessing']
 
 
+def test_onnx_of_an_auto_dtype_model_is_float32(exports):
+  """model.dtype 'auto' (the COCO configs') exports one float32 ONNX graph: no bfloat16 tensor
+  or cast in it (its detections match the float32 JAX model above)."""
+  import onnx
+  _, config, _, _, dirs, _ = exports('r50')
+  assert config.model.dtype == 'auto'
+  meta = json.load(open(os.path.join(dirs['onnx'], 'metadata.json')))
+  for m in meta['models']:
+    graph = onnx.load(os.path.join(dirs['onnx'], m['file'])).graph
+    types = {t.data_type for t in graph.initializer}
+    types |= {v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+    casts = {a.i for n in graph.node if n.op_type == 'Cast' for a in n.attribute
+             if a.name == 'to'}
+    assert onnx.TensorProto.FLOAT in types
+    assert onnx.TensorProto.BFLOAT16 not in types | casts, m['file']
+
+
 CONSUMER = r'''
 import sys, json, numpy as np
 sys.modules['jax'] = None  # neither JAX nor this package's model code can be imported

@@ -17,6 +17,7 @@ def _train_and_inference_text(platform):
   """StableHLO of the gradient of a loss over every model output, and of inference with the
   postprocess, of the tiny from-scratch model (stem, GroupNorm backbone: every form in use)."""
   config = tiny_config.get_config()
+  config.model.dtype = 'auto'  # the COCO configs' default: bfloat16 on GPUs and TPUs
   assert config.model.freeze_at == 0 and config.model.backbone_norm == 'gn'
   model = fcos.create_model(config.model)
   variables = fcos.abstract_variables(model)
@@ -34,6 +35,11 @@ def _train_and_inference_text(platform):
   return grad.mlir_module(), infer.mlir_module()
 
 
+def _platform_choices(text):
+  """Ops of the module (not its location names) that still refer to a platform choice."""
+  return [l for l in text.splitlines() if 'platform_index' in l and not l.startswith('#loc')]
+
+
 @pytest.mark.parametrize('platform', ['cuda', 'tpu'])
 def test_gpu_and_tpu_programs_hold_only_the_native_forms(platform):
   train, infer = _train_and_inference_text(platform)
@@ -42,14 +48,23 @@ def test_gpu_and_tpu_programs_hold_only_the_native_forms(platform):
   assert 'dot_general' not in train and 'dot_general' not in infer
   assert 'stablehlo.convolution' in train and 'stablehlo.convolution' in infer
   assert 'select_and_scatter' in train  # XLA's max-pool gradient
-  assert 'platform_index' not in train  # lowered for one platform: its branch alone
+  assert not _platform_choices(train)  # lowered for one platform: its branch alone
+  # 'auto' computes in bfloat16 here: every convolution takes bf16 operands.
+  for text in (train, infer):
+    convs = [l for l in text.splitlines() if 'stablehlo.convolution' in l]
+    assert convs and all('xbf16>' in l for l in convs), [l for l in convs if 'xbf16>' not in l][:2]
 
 
 def test_the_cpu_program_holds_the_cpu_forms():
   train, infer = _train_and_inference_text('cpu')
   assert 'dot_general' in train and 'dot_general' in infer
   assert 'select_and_scatter' not in train
-  assert 'platform_index' not in train
+  assert not _platform_choices(train)
+  # 'auto' computes in float32 on CPUs: no bf16 product (the gradient keeps dead bf16 zeros
+  # for the other branch's residuals, which XLA removes).
+  assert 'bf16' not in infer
+  products = [l for l in train.splitlines() if 'dot_general' in l or 'convolution' in l]
+  assert products and not any('bf16' in l for l in products)
 
 
 def test_native_group_norm_is_flaxs():

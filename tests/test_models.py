@@ -138,9 +138,34 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
   out = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, images)
   assert out['cls_logits'].dtype == jnp.float32 and out['bbox_reg'].dtype == jnp.float32
   assert out['fpn'][0].dtype == jnp.bfloat16
-  ref = jax.jit(fcos.create_model(tiny_config(18).model).apply)(variables, images)
+  ref = jax.jit(fcos.create_model(tiny_config(18, dtype='float32').model).apply)(variables,
+                                                                                images)
   np.testing.assert_allclose(np.asarray(out['cls_logits']), np.asarray(ref['cls_logits']),
                              atol=0.1)
+
+
+def test_auto_dtype_is_the_float32_model_on_cpu():
+  """'auto' (the configs' default) runs the float32 model in CPU programs: equal outputs and
+  float32 gradients; its variables are those of the float32 model."""
+  images = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
+  auto = fcos.create_model(tiny_config(18, dtype='auto').model)
+  f32 = fcos.create_model(tiny_config(18, dtype='float32').model)
+  variables = fcos.init_variables(auto, jax.random.key(0))
+  assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(
+      fcos.init_variables(f32, jax.random.key(0)))
+  got = jax.jit(lambda v, x: auto.apply(v, x, return_features=True))(variables, images)
+  want = jax.jit(lambda v, x: f32.apply(v, x, return_features=True))(variables, images)
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(got))
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+  def loss(model):
+    return lambda p, x: jnp.sum(jnp.square(model.apply({**variables, 'params': p}, x)['bbox_reg']))
+  g_auto = jax.jit(jax.grad(loss(auto)))(variables['params'], images)
+  g_f32 = jax.jit(jax.grad(loss(f32)))(variables['params'], images)
+  for a, b in zip(jax.tree_util.tree_leaves(g_auto), jax.tree_util.tree_leaves(g_f32)):
+    assert a.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
 def make_step(config, image_size):

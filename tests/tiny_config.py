@@ -20,6 +20,9 @@ def get_config():
   m.fpn_channels = 16
   m.head_num_convs = 1
   m.gn_groups = 4
+  # One compute dtype: 'auto' traces both models (float32 and bfloat16), doubling each compile;
+  # tests of 'auto' set it themselves.
+  m.dtype = 'float32'
   config.batch_size = 4
   config.num_train_steps = 12
   config.log_every = 2

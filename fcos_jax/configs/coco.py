@@ -22,7 +22,9 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.regression = 'exp'           # 'exp' (official) or 'relu' (improved / torchvision)
   m.use_scale = True             # learnable per-level scale on the regression output
   m.centerness_on_reg = False
-  m.dtype = 'float32'            # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Compute dtype (params, losses and GroupNorm statistics stay float32): 'auto' = bfloat16 in
+  # GPU and TPU programs, float32 in CPU programs; or 'float32' / 'bfloat16' everywhere.
+  m.dtype = 'auto'
   # Geometry shared by the target assigner and the postprocess.
   m.strides = (8, 16, 32, 64, 128)
   m.size_ranges = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))

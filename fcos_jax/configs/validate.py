@@ -49,7 +49,7 @@ def validate(config) -> None:
   _check(len(d.pixel_mean) == 3 and len(d.pixel_std) == 3 and min(d.pixel_std) > 0,
          'data.pixel_std', d.pixel_std, 'pixel_mean and pixel_std need 3 values, std > 0')
   _one_of(m.backbone_depth, tuple(resnet.STAGE_BLOCKS), 'model.backbone_depth')
-  _one_of(m.dtype, tuple(fcos.DTYPES), 'model.dtype')
+  _one_of(m.dtype, fcos.COMPUTE_DTYPES, 'model.dtype')
   _one_of(m.backbone_norm, resnet.NORMS, 'model.backbone_norm')
   _one_of(m.regression, head.REGRESSION_ACTIVATIONS, 'model.regression')
   _one_of(m.location_mode, points.LOCATION_MODES, 'model.location_mode')

@@ -9,9 +9,15 @@ import jax.numpy as jnp
 
 from fcos_jax.models.fpn import FPN
 from fcos_jax.models.head import FCOSHead
+from fcos_jax.models.layers import per_accelerator
 from fcos_jax.models.resnet import ResNet
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# model.dtype 'auto': bfloat16 compute in GPU and TPU programs, float32 in CPU programs (where
+# XLA's bf16 convolutions are slow) and ONNX graphs, chosen per platform at lowering
+# (`FCOS.apply`).
+AUTO = 'auto'
+COMPUTE_DTYPES = (*DTYPES, AUTO)
 # Variable shapes do not depend on the image size: models are initialized on this small input.
 INIT_IMAGE_SHAPE = (64, 64)
 
@@ -26,7 +32,12 @@ class FCOS(nn.Module):
   """Images [B, H, W, 3] (normalized) -> dict of float32 outputs over all N locations:
   'cls_logits' [B, N, C], 'bbox_reg' [B, N, 4] (l, t, r, b in the targets' units),
   'centerness' [B, N] (logits). With `return_features`, also 'backbone' [C3..C5] and
-  'fpn' [P3..P7]."""
+  'fpn' [P3..P7].
+
+  `dtype` is the compute dtype (parameters, GroupNorm statistics and outputs stay float32), or
+  'auto': `apply` then holds the bfloat16 model for GPUs and TPUs and the float32 one for
+  everything else (`layers.per_accelerator`), features returned in float32 by both.
+  """
   num_classes: int = 80
   backbone_depth: int = 50
   backbone_width: int = 64
@@ -59,17 +70,38 @@ class FCOS(nn.Module):
       out['fpn'] = p3_p7
     return out
 
+  def apply(self, variables, *args, **kwargs):
+    if self.dtype != AUTO:
+      return super().apply(variables, *args, **kwargs)
+
+    def run(dtype):
+      def f(variables, *args):
+        out = nn.Module.apply(self.clone(dtype=dtype), variables, *args, **kwargs)
+        return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), out)
+      return f
+    return per_accelerator(run(jnp.bfloat16), run(jnp.float32), variables, *args)
+
+  def init_with_output(self, rngs, *args, **kwargs):
+    model = self.clone(dtype=jnp.float32) if self.dtype == AUTO else self
+    return nn.Module.init_with_output(model, rngs, *args, **kwargs)
+
 
 def create_model(model_config) -> FCOS:
   """The FCOS module described by `config.model`: every field `FCOS` declares is taken from the
   config (`dtype` by name); the config's other fields (geometry, label space) are not the
   module's."""
-  if model_config.dtype not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {model_config.dtype!r}')
+  if model_config.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'model.dtype must be one of {list(COMPUTE_DTYPES)}, got '
+                     f'{model_config.dtype!r}')
   fields = {f.name for f in dataclasses.fields(FCOS) if f.init} - {'parent', 'name'}
   kwargs = {k: model_config[k] for k in fields if k in model_config}
-  kwargs['dtype'] = DTYPES[model_config.dtype]
+  kwargs['dtype'] = DTYPES.get(model_config.dtype, model_config.dtype)
   return FCOS(**kwargs)
+
+
+def input_dtype(model_config):
+  """The dtype the model's input is normalized to: float32 under 'auto' (cast in `apply`)."""
+  return DTYPES.get(model_config.dtype, jnp.float32)
 
 
 def init_variables(model: FCOS, rng) -> Dict[str, Any]:

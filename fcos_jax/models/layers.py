@@ -7,7 +7,9 @@ GroupNorm. `per_platform` puts both forms into the traced program with
 `jax.lax.platform_dependent`; lowering keeps the branch of the platform it lowers for, so a
 `jax.export` for ('cpu', 'cuda', 'tpu') carries the right form in each program and a CPU-only
 or GPU-only compilation sees only its own. `per_platform_tpu` does the same for a TPU form
-(the postprocess's approximate top-k).
+(the postprocess's approximate top-k), and `per_accelerator` for the compute dtype of
+`model.dtype='auto'` (bfloat16 on GPUs and TPUs, float32 on CPUs and anywhere else, such as
+the ONNX conversion, which takes each choice's default branch).
 """
 
 from typing import Callable
@@ -23,3 +25,10 @@ def per_platform(cpu: Callable, native: Callable, *args):
 def per_platform_tpu(tpu: Callable, other: Callable, *args):
   """`tpu(*args)` in programs for TPUs, `other(*args)` for every other platform."""
   return lax.platform_dependent(*args, tpu=tpu, default=other)
+
+
+def per_accelerator(accelerator: Callable, other: Callable, *args):
+  """`accelerator(*args)` in programs for GPUs and TPUs, `other(*args)` for CPUs and as the
+  default branch (the one the ONNX conversion evaluates)."""
+  return lax.platform_dependent(*args, cuda=accelerator, rocm=accelerator, tpu=accelerator,
+                                default=other)
