@@ -1,0 +1,36 @@
+"""benchmarks/accelerator.py at a tiny size on this CPU, so the accelerator report never rots."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_accelerator_report_runs_and_keeps_an_earlier_report(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+  args = [sys.executable, '-m', 'benchmarks.accelerator', '--size=64,64', '--batch=2',
+          '--infer_batches=1', '--dtypes=float32', '--steps=1', '--depth=18', '--width=8',
+          '--matmul_n=128', f'--out={tmp_path}']
+  out = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.load(open(tmp_path / 'accelerator.json'))
+  assert report['device']['platform'] == 'cpu'
+  forms = report['layer_forms']
+  # This CPU's program: the CPU forms (products) and float32 under 'auto'.
+  assert forms['matrix_products'] > 0 and forms['max_pool_gradient'] == 'CPU form'
+  assert forms['auto_compute_dtype'] == 'float32'
+  train, infer = report['rows']
+  assert train['what'] == 'train step float32' and train['batch'] == 2
+  assert infer['what'] == 'inference float32' and infer['batch'] == 1
+  for row in (train, infer):
+    assert row['images_per_s'] > 0 and row['tflop_per_step'] > 0
+    assert 0 < row['mfu_matmul'] and row['xla_memory_gib'] > 0
+  assert train['tflop_per_step'] > infer['tflop_per_step']  # backward + 2 images
+  assert '| train step float32 | 2 |' in (tmp_path / 'accelerator.md').read_text()
+  before = (tmp_path / 'accelerator.json').read_text()
+  again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode != 0 and 'already holds a report' in again.stderr
+  assert len(again.stderr.strip().splitlines()) == 1
+  assert (tmp_path / 'accelerator.json').read_text() == before
