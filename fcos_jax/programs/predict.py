@@ -14,10 +14,12 @@ output), OUT_DIR/detections.json ({input path: detections in original pixels}) a
 OUT_DIR/results.json in the COCO results format with each image's file name; with
 --annotations (a COCO file whose images are the inputs), image ids come from it, so
 `evaluate.py --detections OUT_DIR/results.json --annotations ...` scores the run. An
-unreadable input is skipped with a message; the others are still written.
+unreadable input (or one above --max_pixels) is skipped with a message; the others are
+still written, and the exit code is 1 if nothing could be read. Outputs never replace an
+input; a non-empty OUT_DIR is written into only with --overwrite; files under OUT_DIR are not
+read as inputs (earlier drawings).
 """
 
-import glob
 import json
 import os
 import time
@@ -25,10 +27,9 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from fcos_jax import image_io
 from fcos_jax.programs import cli
 from fcos_jax.video_io import VIDEO_SUFFIXES
-
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 
 _EXPORT = flags.DEFINE_string('export', None, 'Directory written by export.py.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of --workdir / --params.',
@@ -43,35 +44,16 @@ _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO file naming the in
                                    'for results.json.')
 _DRAW_SCALE = flags.DEFINE_integer('draw_scale', 0, 'Enlarge the picture this many times '
                                    '(0: enough for a longer side of at least 512 px).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out folder (never '
+                                'over an input).')
+_EXIF = flags.DEFINE_bool('exif_orientation', True, 'Turn images upright by their EXIF '
+                          'orientation before detecting (boxes are then in upright pixels; '
+                          "COCO's own boxes are in stored pixels: --noexif_orientation to "
+                          'score against them).')
+_MAX_PIXELS = flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Skip images of '
+                                   'more pixels than this (decompression bombs).')
 flags.mark_flags_as_required(['out'])
 FLAGS = flags.FLAGS
-
-
-def expand_inputs(patterns):
-  """Files of the --image arguments: files as given, folders recursively, globs expanded."""
-  from fcos_jax import errors
-  found = []
-  for pattern in patterns:
-    if os.path.isdir(pattern):
-      for root, _, files in os.walk(pattern):
-        found += sorted(os.path.join(root, f) for f in files
-                        if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
-    elif any(c in pattern for c in '*?['):
-      matches = sorted(glob.glob(pattern, recursive=True))
-      if not matches:
-        raise errors.UserError(f'--image {pattern!r} matches no file')
-      found += matches
-    else:
-      found.append(pattern)  # a missing file is reported and skipped like an unreadable one
-  return list(dict.fromkeys(found))
-
-
-def output_paths(inputs, out_dir):
-  """Input path -> OUT_DIR/<path relative to the common folder>.png, distinct per input."""
-  absolute = [os.path.abspath(p) for p in inputs]
-  common = os.path.commonpath([os.path.dirname(p) for p in absolute]) if absolute else ''
-  return {p: os.path.join(out_dir, os.path.splitext(os.path.relpath(a, common))[0] + '.png')
-          for p, a in zip(inputs, absolute)}
 
 
 def load_detector():
@@ -94,22 +76,6 @@ def load_detector():
   return serving.Detector.from_model(config, model, variables, cats)
 
 
-def image_ids(inputs, annotations):
-  """Input path -> COCO image id: from the annotation file by file name, else 1, 2, ..."""
-  if not annotations:
-    return {p: i + 1 for i, p in enumerate(inputs)}
-  from fcos_jax import errors
-  with open(annotations) as f:
-    by_name = {im['file_name']: im['id'] for im in json.load(f)['images']}
-  ids = {}
-  for p in inputs:
-    name = next((n for n in by_name if p.endswith(os.sep + n) or p == n), None)
-    if name is None:
-      raise errors.DataError(f'{annotations}: no image with the file name of {p}')
-    ids[p] = by_name[name]
-  return ids
-
-
 def draw(image, dets):
   from fcos_jax import visualize
   shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
@@ -121,7 +87,6 @@ def predict_video(detector, path: str, out: str, detections) -> int:
   """Detect and draw every frame of a video into `out` (.mp4); returns the frame count."""
   import numpy as np
   from fcos_jax import video_io
-  out = os.path.splitext(out)[0] + '.mp4'
   os.makedirs(os.path.dirname(out), exist_ok=True)
   writer = video_io.VideoWriter(out, video_io.frame_rate(path))
   count, frames = 0, []
@@ -146,18 +111,22 @@ def predict_video(detector, path: str, out: str, detections) -> int:
 
 def main(argv):
   from fcos_jax import errors
+  from fcos_jax.serving import inputs as input_files
   cli.no_arguments(argv)
-  inputs = expand_inputs(_IMAGES.value)
+  image_io.set_pixel_limit(_MAX_PIXELS.value)
+  inputs, excluded = input_files.expand_inputs(_IMAGES.value, exclude=_OUT.value)
+  if excluded:
+    print(f'{excluded} file(s) under --out {_OUT.value} not read as inputs (earlier outputs)')
   if not inputs:
     raise errors.UserError('give at least one --image (a file, folder or glob)')
+  outputs = input_files.output_paths(inputs, _OUT.value)
+  input_files.check_outputs(inputs, outputs, _OUT.value, _OVERWRITE.value)
+  ids = input_files.image_ids(inputs, _ANNOTATIONS.value)
   from tqdm import tqdm
-  from fcos_jax import image_io
   from fcos_jax.evaluation import coco_data
   cli.enable_compilation_cache()
   detector = load_detector()
-  outputs = output_paths(inputs, _OUT.value)
-  ids = image_ids(inputs, _ANNOTATIONS.value)
-  detections, results, skipped = {}, [], []
+  detections, results, skipped, changed = {}, [], [], 0
   bar = tqdm(total=len(inputs), unit='images', desc='detecting')
   start = time.perf_counter()
   for first in range(0, len(inputs), _BATCH.value):
@@ -166,9 +135,13 @@ def main(argv):
       try:
         if path.lower().endswith(VIDEO_SUFFIXES):
           frames = predict_video(detector, path, outputs[path], detections)
-          bar.write(f'{path}: {frames} frames -> {os.path.splitext(outputs[path])[0]}.mp4')
+          bar.write(f'{path}: {frames} frames -> {outputs[path]}')
           continue
-        images.append(image_io.read_rgb8(path)[0])
+        image, change = image_io.read_rgb8(path, apply_exif_orientation=_EXIF.value)
+        if change:
+          bar.write(f'{path}: {change}')
+          changed += 1
+        images.append(image)
         chunk.append(path)
       except errors.DataError as e:
         bar.write(f'skipped: {e}')
@@ -192,7 +165,10 @@ def main(argv):
   done = len(inputs) - len(skipped)
   print(f'{done} of {len(inputs)} inputs done in {seconds:.1f} s '
         f'({len(detections) / max(seconds, 1e-9):.1f} images/s, compiling included) -> '
-        f'{_OUT.value}' + (f'; {len(skipped)} skipped: {", ".join(skipped)}' if skipped else ''))
+        f'{_OUT.value}' + (f'; {changed} converted on reading (listed above)' if changed else '')
+        + (f'; {len(skipped)} skipped: {", ".join(skipped)}' if skipped else ''))
+  if not done:
+    raise errors.DataError(f'none of the {len(inputs)} inputs could be read (listed above)')
 
 
 def run():
