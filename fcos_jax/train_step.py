@@ -4,9 +4,9 @@
 targets and computes the losses for its part of the batch; the loss normalizers (positives,
 centerness sum) and the gradients are averaged over the 'data' axis; every device then applies
 the same update to its replica of the state (and to the moving average of the weights, with
-`config.ema_decay`). A non-finite loss or gradient leaves the state
-unchanged and records the step in `state.bad_step`, which the host checks when it logs or saves,
-so no per-step host round trip is needed and the last good parameters survive.
+`config.ema_decay`). A non-finite loss, gradient, updated parameter or optimizer state leaves
+the state unchanged and records the step in `state.bad_step`, which the host checks when it
+logs or saves, so no per-step host round trip is needed and the last good parameters survive.
 """
 
 from typing import Any, Dict, Tuple
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from fcos_jax import ema, losses, optim, sharding, targets
+from fcos_jax import ema, losses, optim, sharding, targets, trees
 from fcos_jax.models import fcos
 from fcos_jax.normalize import image_normalizer
 from fcos_jax.sharding import DATA_AXIS
@@ -31,7 +31,7 @@ class TrainState:
   params: Any
   batch_stats: Any          # frozen BN statistics (never updated); {} without frozen BN
   opt_state: Any
-  bad_step: jnp.ndarray     # -1, or the first step whose loss or gradient was not finite
+  bad_step: jnp.ndarray     # -1, or the first step whose loss, gradient or update was not finite
   ema_params: Any           # moving average of params with config.ema_decay; {} without
 
 
@@ -76,7 +76,10 @@ def make_train_step(config, model, tx, mesh):
     terms = jax.lax.pmean(terms, DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(terms['total']) & jnp.isfinite(optax.tree.norm(grads))
+    # The update itself is checked too: a non-finite optimizer state (corrupted bytes) or an
+    # overflow turns finite gradients into non-finite parameters.
+    finite = (jnp.isfinite(terms['total']) & jnp.isfinite(optax.tree.norm(grads)) &
+              trees.all_finite(params) & trees.all_finite(opt_state))
     ok = finite & (state.bad_step < 0)  # after a bad step the state stays frozen
     keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
         lambda n, o: jnp.where(ok, n, o), new, old)

@@ -180,8 +180,8 @@ def check_finite(config, state, ckpt) -> None:
   advice = (f'lower optimizer.base_lr (gradient clipping at {clip} is already on)' if clip
             else 'lower optimizer.base_lr or set optimizer.grad_clip_norm')
   raise NonFiniteLossError(  # bad is the 0-based state.step; logs count steps from 1
-      f'non-finite loss or gradient at step {bad + 1}: training stopped, parameters were '
-      f'not updated from that step on, and {kept}. Try to {advice}.')
+      f'non-finite loss, gradient or update at step {bad + 1}: training stopped, parameters '
+      f'were not updated from that step on, and {kept}. Try to {advice}.')
 
 
 def params_checksum(state) -> float:

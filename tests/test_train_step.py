@@ -144,3 +144,23 @@ def test_batch_spec_is_what_the_pipeline_delivers(shapes_tfds):
     for k, v in batch.items():
       assert (v.shape, v.dtype, v.sharding) == (spec[k].shape, spec[k].dtype, spec[k].sharding), k
   assert seen == set(map(tuple, sizes.train_shapes(config.data)))
+
+
+def test_non_finite_optimizer_state_is_caught_although_loss_and_gradient_are_finite():
+  """Corrupted optimizer bytes (a NaN momentum) leave loss and gradient finite but would poison
+  the parameters: the step must be refused the same way."""
+  config = tiny_config.get_config()
+  mesh, state, step = make(config, jax.devices()[:1])
+  leaves, treedef = jax.tree_util.tree_flatten(state.opt_state)
+  floating = [i for i, x in enumerate(leaves) if jnp.issubdtype(x.dtype, jnp.floating)
+              and x.size > 1]
+  assert floating, 'the optimizer keeps no floating-point state to corrupt'
+  i = floating[0]
+  leaves[i] = leaves[i].at[(0,) * leaves[i].ndim].set(jnp.nan)
+  state = state.replace(opt_state=jax.tree_util.tree_unflatten(treedef, leaves))
+  before = host(state.params)
+  batch = put(random_batch(np.random.default_rng(2), 4), mesh)
+  state, metrics = step(state, batch)
+  assert np.isfinite(float(metrics['loss_total']))
+  assert int(state.bad_step) == 0
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, host(state.params))
