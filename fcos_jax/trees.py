@@ -5,6 +5,8 @@ from typing import Any, Callable, Dict, Optional
 
 import flax
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def _key_name(key) -> str:
@@ -33,7 +35,6 @@ def shapes_by_path(tree: Any) -> Dict[str, tuple]:
 def all_finite(tree: Any):
   """On-device bool: every floating-point value of the pytree is finite (integer leaves, e.g.
   optimizer step counts, pass)."""
-  import jax.numpy as jnp
   flags = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)
            if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
   return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
@@ -42,10 +43,9 @@ def all_finite(tree: Any):
 def non_finite_paths(tree: Any) -> list:
   """Path names of the floating-point leaves holding a NaN or an infinity (read to the host:
   for a restore or a report, not a step)."""
-  import numpy as np
   bad = []
   for name, x in leaves_by_path(tree).items():
     if hasattr(x, 'dtype') and np.issubdtype(x.dtype, np.floating):
-      if not bool(jax.device_get(jax.numpy.isfinite(x).all())):
+      if not bool(jax.device_get(jnp.isfinite(x).all())):
         bad.append(name)
   return bad

@@ -3,7 +3,8 @@
 Orbax writes each step to a temporary directory and renames it when complete, so a checkpoint
 half-written by a killed process is never listed. The data-iterator state of step N is written
 (per process) before orbax's step N, so any finalized orbax step has its data position. A
-checkpoint that fails to restore (corrupted files) is skipped in favour of the previous one.
+checkpoint that fails to restore (corrupted files, non-finite values) is set aside in favour of
+the previous one; a lost data position only restarts the data stream.
 """
 
 import logging
@@ -98,20 +99,36 @@ class Checkpointer:
         raise CheckpointMismatchError(step, self.directory, mismatches)
       try:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        if data_iterator is not None:
-          path = os.path.join(self._data_path(step), 'iterator')
-          if not tf.io.gfile.exists(path + '.index'):
-            raise FileNotFoundError(f'no data-iterator state at {path}')
-          tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
-        logging.info('restored checkpoint of step %d from %s', step, self.directory)
-        self._set_aside(unusable)
-        return state
+        bad = trees.non_finite_paths(state)
+        if bad:  # a train step never writes one (train_step's `finite`): damaged files
+          raise ValueError(f'non-finite values in {", ".join(bad[:3])}'
+                           + (f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''))
       except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
         logging.warning('checkpoint of step %d in %s cannot be restored (%s: %s); trying an '
-                        'older one', step, self.directory, type(e).__name__, e)
+                        'older one', step, self.directory, type(e).__name__, _first_line(e))
         unusable.append(step)
+        continue
+      logging.info('restored checkpoint of step %d from %s', step, self.directory)
+      if data_iterator is not None:
+        self._restore_data_position(step, data_iterator)
+      self._set_aside(unusable)
+      return state
     self._set_aside(unusable)
     return None
+
+  def _restore_data_position(self, step: int, data_iterator) -> None:
+    """Moves the iterator to step's position; a missing or unreadable position (deleted
+    data_state, another input pipeline) restarts the data stream but keeps the restored weights
+    and optimizer state: losing an epoch's position is cheaper than losing the training."""
+    path = os.path.join(self._data_path(step), 'iterator')
+    try:
+      if not tf.io.gfile.exists(path + '.index'):
+        raise FileNotFoundError(f'no data-iterator state at {path}')
+      tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
+    except Exception as e:  # noqa: BLE001
+      logging.warning('step %d: parameters and optimizer state restored, but the data '
+                      'position cannot be (%s: %s); the data stream restarts from its '
+                      'beginning', step, type(e).__name__, _first_line(e))
 
   def _set_aside(self, steps) -> None:
     """Rename unrestorable steps to '<step>.unrestorable' (kept for inspection, no longer
@@ -131,6 +148,12 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _first_line(e: Exception) -> str:
+  """A library error's first line (tensorflow's and orbax's run to pages)."""
+  lines = str(e).strip().splitlines()
+  return lines[0][:300] if lines else ''
 
 
 def checkpoints_directory(workdir: str) -> str:
