@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from fcos_jax import best_checkpoint, errors, evaluation, optim, sharding, train_step, trackers
+from fcos_jax import (best_checkpoint, errors, evaluation, optim, sharding, train_step, trackers,
+                      workdir_lock)
 from fcos_jax.analysis import curves
 from fcos_jax.data import categories, input_pipeline, synthetic
 from fcos_jax.preemption import Preemption
@@ -46,6 +47,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep TF off the accelerators
   check_can_start(config, workdir)
+  with workdir_lock.held(workdir):  # before anything reads or sets aside its checkpoints
+    return _build_and_train(config, workdir)
+
+
+def _build_and_train(config, workdir: str) -> Dict[str, Any]:
   config, scaling = optim.scale_schedule_to_batch(config)
   if jax.process_index() == 0:
     logging.info('%s', scaling)

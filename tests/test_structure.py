@@ -18,7 +18,7 @@ LAYERS = (
     ('fcos_jax.evaluation', 'fcos_jax.serving'),
     ('fcos_jax.analysis', 'fcos_jax.train_log', 'fcos_jax.train_programs',
      'fcos_jax.preemption', 'fcos_jax.trackers', 'fcos_jax.best_checkpoint',
-     'fcos_jax.configs.validate'),
+     'fcos_jax.configs.validate', 'fcos_jax.workdir_lock'),
     ('fcos_jax.trainer',),
     ('fcos_jax.programs', 'fcos_jax.tools'),
 )

@@ -138,8 +138,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, 
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert os.path.exists(os.path.join(workdir, 'LOCK'))  # left by the killed run: stale
   out = run(workdir, data_dir)
+  assert 'taking over the lock' in out.stderr
   assert re.search(r'resuming at step (4|8)', out.stderr)
+  assert not os.path.exists(os.path.join(workdir, 'LOCK'))  # released at the end
   step, value = checksum(out.stderr)
   assert step == 12
   assert value == pytest.approx(checksum(reference_run[1])[1], rel=1e-6)
@@ -175,6 +178,28 @@ def test_corrupted_latest_checkpoint_is_skipped(reference_run, data_dir, tmp_pat
   assert checksum(out.stderr)[0] == 14
   steps = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
   assert '12.unrestorable' in steps and '12' in steps and '14' in steps  # 12 written anew
+
+
+def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(reference_run, data_dir,
+                                                                   tmp_path):
+  import json
+  import shutil
+  workdir = str(tmp_path / 'busy')
+  shutil.copytree(reference_run[0], workdir)
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+  try:  # a live process of this host holds the lock, as a running train.py would
+    with open(os.path.join(workdir, 'LOCK'), 'w') as f:
+      json.dump({'host': socket.gethostname(), 'pid': holder.pid, 'started': 'earlier',
+                 'command': 'train.py --workdir=busy'}, f)
+    out = run(workdir, data_dir, '--config.num_train_steps=16', check=False)
+  finally:
+    holder.kill()
+  assert out.returncode == 1
+  assert f'is in use by process {holder.pid} on host {socket.gethostname()}' in out.stderr
+  assert 'Traceback' not in out.stderr
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before  # nothing touched
+  assert os.path.exists(os.path.join(workdir, 'LOCK'))  # the holder's lock stays
 
 
 def free_port():
