@@ -1,6 +1,8 @@
 """The COCO-format -> TFDS converter: coco/2017 features, every bad-input kind, no silent loss."""
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -220,3 +222,112 @@ def test_other_formats_16_bit_and_string_crowd_flags(tmp_path):
   sizes = {int(i): tuple(s) for i, s, m in
            zip(batch['image_id'], batch['orig_size'], batch['mask']) if m}
   assert sizes == {1: (64, 80), 2: (64, 88), 3: (64, 96), 4: (48, 56)}
+
+
+def small_dataset(tmp_path, sizes, name='ann.json', file_names=None, exif=()):
+  """JPEGs of the given (width, height) with one box each; `exif`: indices tagged with EXIF
+  orientation 6."""
+  img = tmp_path / 'images'
+  img.mkdir(exist_ok=True)
+  images, anns = [], []
+  for i, (w, h) in enumerate(sizes):
+    file_name = file_names[i] if file_names else f'{i}.jpg'
+    im = Image.fromarray(np.full((h, w, 3), 40 * i % 255, np.uint8))
+    kw = {}
+    if i in exif:
+      tags = Image.Exif()
+      tags[0x0112] = 6
+      kw['exif'] = tags.tobytes()
+    im.save(img / file_name, format='JPEG', **kw)
+    images.append({'id': i + 1, 'file_name': file_name, 'width': w, 'height': h})
+    anns.append({'id': i + 1, 'image_id': i + 1, 'category_id': 1, 'bbox': [1, 1, 5, 5]})
+  path = tmp_path / name
+  path.write_text(json.dumps({'images': images, 'annotations': anns,
+                              'categories': [{'id': 1, 'name': 'a'}]}))
+  return str(path), str(img)
+
+
+def convert_command(data_dir, ann, images, *extra):
+  import subprocess
+  import sys
+  return subprocess.run(
+      [sys.executable, '-m', 'fcos_jax.data.convert_coco', '--name', 'atomic', '--data_dir',
+       data_dir, '--annotations', ann, '--images', images, '--split', 'train', *extra],
+      capture_output=True, text=True)
+
+
+def ids_of(data_dir):
+  builder = tfds.builder('atomic', data_dir=data_dir)
+  return sorted(int(e['image/id']) for e in tfds.as_numpy(builder.as_dataset(split='train')))
+
+
+def test_overwrite_swaps_in_only_a_complete_conversion(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  ann, images = small_dataset(tmp_path, [(40, 30), (40, 30)])
+  assert convert_command(data_dir, ann, images).returncode == 0
+  assert ids_of(data_dir) == [1, 2]
+  # A split whose every image is unusable: one line, the earlier conversion untouched.
+  missing = tmp_path / 'missing.json'
+  data = json.loads(open(ann).read())
+  for im in data['images']:
+    im['file_name'] = 'gone_' + im['file_name']
+  missing.write_text(json.dumps(data))
+  out = convert_command(data_dir, str(missing), images, '--overwrite')
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert "split 'train'" in out.stderr and 'no image could be converted (missing_file 2' \
+      in out.stderr and 'Traceback' not in out.stderr
+  assert ids_of(data_dir) == [1, 2]
+  assert sorted(os.listdir(data_dir)) == ['atomic']  # no staging folder left
+  # A good overwrite replaces it, leaving nothing beside it.
+  ann3, _ = small_dataset(tmp_path, [(40, 30)] * 3, name='three.json')
+  out = convert_command(data_dir, ann3, images, '--overwrite')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert ids_of(data_dir) == [1, 2, 3]
+  assert sorted(os.listdir(data_dir)) == ['atomic']
+  assert sorted(os.listdir(os.path.join(data_dir, 'atomic'))) == ['1.0.0']
+
+
+def test_interrupted_conversion_leaves_the_earlier_one(tmp_path, monkeypatch):
+  data_dir = str(tmp_path / 'tfds')
+  ann, images = small_dataset(tmp_path, [(40, 30)] * 3)
+  coco_conversion.convert('atomic', data_dir, {'train': (ann, images)})
+  calls = []
+  load = coco_conversion._load_image
+
+  def interrupted(*args):
+    calls.append(args)
+    if len(calls) == 2:
+      raise KeyboardInterrupt  # Ctrl-C in the middle of the images
+    return load(*args)
+  monkeypatch.setattr(coco_conversion, '_load_image', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    coco_conversion.convert('atomic', data_dir, {'train': (ann, images)}, overwrite=True)
+  assert ids_of(data_dir) == [1, 2, 3]
+  assert sorted(os.listdir(data_dir)) == ['atomic']
+
+
+def test_pixel_limit_skips_and_counts_images_from_their_header(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  # 700 pixels at most: 20x20 kept; 40x30 (1200, below PIL's 2x error) and 60x40 (2400, which
+  # PIL itself refuses) skipped.
+  ann, images = small_dataset(tmp_path, [(20, 20), (40, 30), (60, 40)])
+  out = convert_command(data_dir, ann, images, '--max_pixels=700')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert re.search(r'too_many_pixels\s+2\b', out.stdout), out.stdout
+  assert ids_of(data_dir) == [1]
+
+
+def test_outside_file_names_and_exif_orientation_are_reported(tmp_path):
+  inner = tmp_path / 'in'
+  inner.mkdir()
+  ann, _ = small_dataset(tmp_path, [(40, 30), (40, 30)], file_names=['a.jpg', 'b.jpg'],
+                         exif=(1,))
+  data = json.loads(open(ann).read())
+  data['images'][0]['file_name'] = '../images/a.jpg'
+  data['images'][1]['file_name'] = str(tmp_path / 'images' / 'b.jpg')  # absolute
+  (tmp_path / 'ann.json').write_text(json.dumps(data))
+  report = coco_conversion.convert('atomic', str(tmp_path / 'tfds'), {'train': (ann, str(inner))})
+  assert report.counts['file_outside_images'] == 2
+  assert report.counts['exif_orientation_kept'] == 1
+  assert any('orientation 6' in m for m in report.examples['exif_orientation_kept'])
+  assert ids_of(str(tmp_path / 'tfds')) == [1, 2]  # read, with a note

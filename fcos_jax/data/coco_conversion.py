@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,6 +42,7 @@ ERROR_KINDS = {
     'missing_file': 'image file not found',
     'corrupt_image': 'image file cannot be decoded',
     'size_mismatch': 'decoded image size differs from the JSON width/height',
+    'too_many_pixels': 'image above the pixel limit (--max_pixels; a decompression bomb?)',
 }
 # Repairs and facts: counted and reported, the data is kept.
 INFO_KINDS = {
@@ -52,6 +54,8 @@ INFO_KINDS = {
     'iscrowd_parsed': 'iscrowd given as a string "0"/"1", read as the number',
     'image_without_boxes': 'image kept with no objects (as coco/2017 does)',
     'annotation_of_skipped_image': 'annotation dropped because its image was skipped',
+    'file_outside_images': 'file_name is absolute or leaves the --images folder (../), read there',
+    'exif_orientation_kept': 'EXIF orientation tag ignored: boxes refer to the stored pixels',
 }
 
 
@@ -154,16 +158,30 @@ def _load_image(path: str, image_id, report: Report) -> Optional[Tuple[Any, int,
     report.add('missing_file', f'image id {image_id}: {path}')
     return None
   try:
-    with Image.open(path) as im:
+    with warnings.catch_warnings():  # PIL warns between 1x and 2x its limit: refused below
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      im = Image.open(path)
+    with im:
+      limit = Image.MAX_IMAGE_PIXELS
+      if limit and im.size[0] * im.size[1] > limit:  # from the header: nothing decoded
+        report.add('too_many_pixels', f'image id {image_id}: {path} is '
+                   f'{im.size[0]}x{im.size[1]}, above {limit} pixels')
+        return None
       im.load()
       fmt, mode = im.format, im.mode
       width, height = im.size
+      if image_io.exif_orientation(im) != 1:
+        report.add('exif_orientation_kept', f'image id {image_id}: {path} (orientation '
+                   f'{image_io.exif_orientation(im)})')
       if fmt in ('JPEG', 'PNG') and mode == 'RGB':  # the input pipeline reads these headers
         if fmt == 'PNG':
           report.add('non_jpeg_image', f'image id {image_id}: {path}')
         return path, height, width
       # Anything else is stored as decoded pixels, which TFDS encodes as PNG (lossless).
       pixels, change = image_io.to_rgb8(im)
+  except Image.DecompressionBombError as e:
+    report.add('too_many_pixels', f'image id {image_id}: {path}: {e}')
+    return None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     report.add('corrupt_image', f'image id {image_id}: {path}: {e}')
     return None
@@ -272,6 +290,10 @@ def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[
   for image_id in sorted(images):
     im = images[image_id]
     path = os.path.join(images_dir, im['file_name'])
+    inside = os.path.abspath(images_dir)
+    if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
+      report.add('file_outside_images', f'image id {image_id}: {im["file_name"]!r} read from '
+                 f'{os.path.normpath(path)}')
     loaded = _load_image(path, image_id, report)
     if loaded is not None:
       value, height, width = loaded
@@ -291,16 +313,13 @@ def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[
                      'objects': objects}
 
 
-def _prepare_output(name: str, data_dir: str, version: str, overwrite: bool) -> None:
-  """Refuse to replace an existing conversion unless asked; fail early if data_dir cannot be
-  written."""
+def _check_output(name: str, data_dir: str, version: str, overwrite: bool) -> str:
+  """The target folder; refuses to replace an existing conversion unless asked and fails early
+  if data_dir cannot be written."""
   out = os.path.join(data_dir, name, version)
-  if os.path.exists(out):
-    if not overwrite:
-      raise ConversionError(f'{out} already holds a converted dataset; pass --overwrite to '
-                            'replace it (or choose another --name / --data_dir)')
-    logging.warning('--overwrite: removing the earlier conversion in %s', out)
-    shutil.rmtree(out)
+  if os.path.exists(out) and not overwrite:
+    raise ConversionError(f'{out} already holds a converted dataset; pass --overwrite to '
+                          'replace it (or choose another --name / --data_dir)')
   try:
     os.makedirs(data_dir, exist_ok=True)
     probe = os.path.join(data_dir, f'.fcos_jax_write_test_{os.getpid()}')
@@ -309,11 +328,35 @@ def _prepare_output(name: str, data_dir: str, version: str, overwrite: bool) -> 
     os.remove(probe)
   except OSError as e:
     raise ConversionError(f'{data_dir}: output folder cannot be written ({e.strerror})') from None
+  return out
+
+
+def _counted(split: str, examples: Iterator, yielded: Dict[str, int]) -> Iterator:
+  for example in examples:
+    yielded[split] += 1
+    yield example
+
+
+def _swap_in(built: str, out: str) -> None:
+  """Moves the finished conversion to `out`; an earlier one there is removed only after the
+  new one is in place (renames within one folder)."""
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  old = None
+  if os.path.exists(out):
+    old = f'{out}.replaced-{os.getpid()}'
+    os.rename(out, old)
+  os.rename(built, out)
+  if old:
+    logging.warning('--overwrite: replaced the earlier conversion in %s', out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
             on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False) -> Report:
-  """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)}."""
+  """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)}.
+
+  The dataset is built in a temporary folder beside the target and moved there only when
+  complete: a failure or Ctrl-C leaves an earlier conversion as it was."""
   import tensorflow_datasets as tfds
   if on_error not in ('skip', 'fail'):
     raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -331,18 +374,36 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
     if not os.path.isdir(images_dir):
       raise ConversionError(f'{images_dir}: image folder not found')
     loaded[split] = (data, images_dir)
-  _prepare_output(name, data_dir, version, overwrite)
+  out = _check_output(name, data_dir, version, overwrite)
 
-  split_data = {split: split_examples(data, images_dir, categories, report)
+  yielded = collections.Counter()
+  split_data = {split: _counted(split, split_examples(data, images_dir, categories, report),
+                                yielded)
                 for split, (data, images_dir) in loaded.items()}
-  builder = tfds.dataset_builders.store_as_tfds_dataset(
-      name=name, version=version, features=coco_features([c['name'] for c in categories]),
-      split_datasets=split_data, data_dir=data_dir,
-      description=f'COCO-format detection dataset converted by fcos_jax ({len(categories)} '
-                  'categories).')
-  out_dir = str(builder.data_dir)
-  with open(os.path.join(out_dir, 'categories.json'), 'w') as f:
-    json.dump(categories, f, indent=1)
-  with open(os.path.join(out_dir, 'conversion_report.json'), 'w') as f:
-    json.dump(report.to_json(), f, indent=1)
+  staging = os.path.join(data_dir, f'.{name}-{version}.converting-{os.getpid()}')
+  try:
+    try:
+      builder = tfds.dataset_builders.store_as_tfds_dataset(
+          name=name, version=version, features=coco_features([c['name'] for c in categories]),
+          split_datasets=split_data, data_dir=staging,
+          description=f'COCO-format detection dataset converted by fcos_jax ({len(categories)} '
+                      'categories).')
+    except errors.UserError:
+      raise
+    except Exception:  # noqa: BLE001 - an empty split is the user's; anything else a bug
+      empty = [split for split in loaded if not yielded[split]]
+      if empty:
+        reasons = ', '.join(f'{k} {n}' for k, n in report.counts.most_common()
+                            if k in ERROR_KINDS) or 'the file lists no image'
+        raise ConversionError(f'split {empty[0]!r} ({splits[empty[0]][0]}): no image could be '
+                              f'converted ({reasons}); nothing was written') from None
+      raise
+    built = str(builder.data_dir)
+    with open(os.path.join(built, 'categories.json'), 'w') as f:
+      json.dump(categories, f, indent=1)
+    with open(os.path.join(built, 'conversion_report.json'), 'w') as f:
+      json.dump(report.to_json(), f, indent=1)
+    _swap_in(built, out)
+  finally:  # success, failure or Ctrl-C: the staging folder goes
+    shutil.rmtree(staging, ignore_errors=True)
   return report

@@ -7,13 +7,14 @@ with the features of TFDS `coco/2017`.
 
 Bad records are skipped and counted per kind (`--on_error=fail` stops at the first one); the
 counts go to the dataset's `conversion_report.json`. An existing conversion is replaced only with
---overwrite. The conversion itself: `fcos_jax.data.coco_conversion`.
+--overwrite, and only once the new one is complete (it is built in a folder beside it). The conversion itself: `fcos_jax.data.coco_conversion`.
 """
 
 import os
 
 from absl import flags
 
+from fcos_jax import image_io
 from fcos_jax.programs import cli
 
 _NAME = flags.DEFINE_string('name', None, 'TFDS dataset name to create.', required=True)
@@ -28,11 +29,16 @@ _ON_ERROR = flags.DEFINE_enum('on_error', 'skip', ['skip', 'fail'],
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an earlier conversion of the same '
                                'name.')
 
+_MAX_PIXELS = flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Images of more pixels are skipped '
+                                   'and counted (too_many_pixels) from their header, before '
+                                   'decoding: the guard against decompression bombs.')
+
 
 def main(argv):
   from fcos_jax import errors
   from fcos_jax.data import coco_conversion
   cli.no_arguments(argv)
+  image_io.set_pixel_limit(_MAX_PIXELS.value)
   annotations, images, splits = _ANNOTATIONS.value, _IMAGES.value, _SPLIT.value
   if len(annotations) != len(images) or len(annotations) != len(splits):
     raise errors.UserError('give one --annotations, --images and --split per split (got '

@@ -101,7 +101,7 @@ class Checkpointer:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         bad = trees.non_finite_paths(state)
         if bad:  # a train step never writes one (train_step's `finite`): damaged files
-          raise ValueError(f'non-finite values in {", ".join(bad[:3])}'
+          raise ValueError(f'checkpoint corrupted: non-finite values in {", ".join(bad[:3])}'
                            + (f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''))
       except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
         logging.warning('checkpoint of step %d in %s cannot be restored (%s: %s); trying an '
