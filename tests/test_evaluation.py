@@ -140,12 +140,29 @@ def test_offline_detections_file(config, shapes_coco, shapes_tfds, tmp_path):
   out = run_evaluate(f'--detections={path}', *common)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'AP     {want:.4f}' in out.stdout
-  with open(tmp_path / 'offline_metrics.json') as f:
+  with open(tmp_path / 'results_metrics.json') as f:
     assert json.load(f)['AP'] == pytest.approx(want)
-  # Official-annotations path gives the same number.
-  out = run_evaluate(f'--detections={path}', f'--annotations={shapes_coco}/annotations/'
-                     'validation.json', *common)
+  # Official-annotations path gives the same number, also from a hand-made file: a byte-order
+  # mark, no iscrowd, area or annotation id (filled in as COCO defines them, and counted).
+  stripped = dict(coco, annotations=[{k: v for k, v in a.items() if k not in ('area', 'id')
+                                      and (k, v) != ('iscrowd', 0)}
+                                     for a in coco['annotations']])
+  crowd = sum(bool(a['iscrowd']) for a in coco['annotations'])
+  gt = tmp_path / 'hand_made.json'
+  gt.write_bytes(b'\xef\xbb\xbf' + json.dumps(stripped).encode())
+  out = run_evaluate(f'--detections={path}', f'--annotations={gt}', *common)
+  assert out.returncode == 0, out.stderr[-3000:]
   assert f'AP     {want:.4f}' in out.stdout
+  n = len(coco['annotations'])
+  assert (f'annotations without iscrowd (set to 0): {n - crowd}, area (set to the box w*h): {n}, '
+          f'id (numbered after the largest): {n}') in out.stderr
+  # A ground-truth image without an id: one line naming the record.
+  broken = dict(coco, images=[{k: v for k, v in im.items() if k != 'id'}
+                              for im in coco['images']])
+  gt.write_text(json.dumps(broken))
+  out = run_evaluate(f'--detections={path}', f'--annotations={gt}', *common)
+  assert out.returncode == 1 and 'images[0] has no integer "id"' in out.stderr
+  assert 'Traceback' not in out.stderr
   bad = tmp_path / 'bad.json'
   bad.write_text(json.dumps([{'image_id': 424242, 'category_id': 1, 'bbox': [0, 0, 2, 2],
                               'score': 0.5}]))

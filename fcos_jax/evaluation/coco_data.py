@@ -2,7 +2,9 @@
 the TFDS split), COCO results (one detection each: image id, category id, [x, y, w, h] in
 original pixels, score), their validation, and the files they are read from and written to."""
 
+import collections
 import json
+import logging
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -52,19 +54,56 @@ def load_ground_truth(config, split: Optional[str] = None,
   if annotations:
     if not tf.io.gfile.exists(annotations):
       raise errors.DataError(f'{annotations}: annotation file not found')
-    with tf.io.gfile.GFile(annotations) as f:
+    with tf.io.gfile.GFile(annotations, 'rb') as f:
       try:
-        gt = json.load(f)
+        gt = json.loads(f.read().decode('utf-8-sig'))  # a byte-order mark is read, not refused
       except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise errors.DataError(f'{annotations}: malformed JSON: {e}') from None
     missing = [k for k in ('images', 'annotations', 'categories')
                if not isinstance(gt, dict) or not isinstance(gt.get(k), list)]
     if missing:
       raise errors.DataError(f'{annotations}: not COCO ground truth: no list {missing}')
-    return gt
+    return repair_ground_truth(gt, annotations)
   builder = input_pipeline.get_builder(config.data)
   return ground_truth_from_tfds(builder, split or config.data.eval_split,
                                 categories_lib.from_builder(builder))
+
+
+def repair_ground_truth(gt: Dict[str, Any], path: str) -> Dict[str, Any]:
+  """COCO ground truth that pycocotools can score: records without an `id` (images,
+  categories) or an image, category or box (annotations) are refused naming the record; the
+  fields hand-made files often leave out are filled in as COCO defines them and counted:
+  `iscrowd` 0, `area` the box's w * h, a missing annotation `id` a new unique one."""
+  for key in ('images', 'categories'):
+    for i, rec in enumerate(gt[key]):
+      if not isinstance(rec, dict) or not _is_int(rec.get('id')):
+        raise errors.DataError(f'{path}: {key}[{i}] has no integer "id": {str(rec)[:120]}')
+  used = {a.get('id') for a in gt['annotations'] if isinstance(a, dict)}
+  next_id = max([i for i in used if _is_int(i)], default=0) + 1
+  repaired, annotations = collections.Counter(), []
+  for i, ann in enumerate(gt['annotations']):
+    bbox = ann.get('bbox') if isinstance(ann, dict) else None
+    if not (isinstance(ann, dict) and _is_int(ann.get('image_id')) and
+            _is_int(ann.get('category_id')) and isinstance(bbox, list) and len(bbox) == 4 and
+            all(_is_finite_number(v) for v in bbox)):
+      raise errors.DataError(f'{path}: annotations[{i}] needs an integer image_id and '
+                             f'category_id and a bbox of 4 numbers: {str(ann)[:160]}')
+    ann = dict(ann)
+    if 'iscrowd' not in ann:
+      ann['iscrowd'] = 0
+      repaired['iscrowd (set to 0)'] += 1
+    if not _is_finite_number(ann.get('area')):
+      ann['area'] = float(bbox[2]) * float(bbox[3])
+      repaired['area (set to the box w*h)'] += 1
+    if not _is_int(ann.get('id')):
+      ann['id'] = next_id
+      next_id += 1
+      repaired['id (numbered after the largest)'] += 1
+    annotations.append(ann)
+  if repaired:
+    logging.warning('%s: annotations without %s', path,
+                    ', '.join(f'{k}: {n}' for k, n in repaired.items()))
+  return dict(gt, annotations=annotations)
 
 
 def tfds_skip_decoding():
@@ -146,9 +185,9 @@ def read_results_file(path: str) -> List[Dict[str, Any]]:
   """A COCO results file (a JSON list of detections)."""
   if not tf.io.gfile.exists(path):
     raise DetectionsFileError(f'{path}: results file not found')
-  with tf.io.gfile.GFile(path) as f:
+  with tf.io.gfile.GFile(path, 'rb') as f:
     try:
-      results = json.load(f)
+      results = json.loads(f.read().decode('utf-8-sig'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise DetectionsFileError(f'{path}: malformed JSON: {e}') from None
   if not isinstance(results, list):

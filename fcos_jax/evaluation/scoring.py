@@ -48,6 +48,9 @@ def score(gt: Dict[str, Any], results: Sequence[Dict[str, Any]],
   """COCO metrics of `results` against `gt`; `num_images` (if given) must be the split's size."""
   if num_images is not None and num_images != len(gt['images']):
     raise RuntimeError(f'evaluated {num_images} images but the split has {len(gt["images"])}')
+  if not gt['annotations']:
+    logging.warning('the ground truth holds no annotation: every AP and AR below is -1, COCO\'s '
+                    '"undefined" (nothing to find)')
   t = time.perf_counter()
   scored = coco_eval(gt, results)
   logging.info('COCOeval:\n%s', scored['summary'])

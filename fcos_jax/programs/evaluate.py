@@ -11,7 +11,8 @@ Restores a checkpoint (the latest by default), runs the jitted model + postproce
 on all local devices (and every process of a multi-process run), maps detections back to the
 original images, and scores them with pycocotools' COCOeval (bbox). Prints the 12 standard numbers
 and writes metrics, a per-category AP table and the detections (COCO results format) as JSON.
-With --detections, an existing results file is scored without a model. --oracle_centerness
+With --detections, an existing results file is scored without a model (metrics go to
+`<its name>_metrics.json` beside it). --oracle_centerness
 evaluates a second time with each location's ground-truth centerness in place of the predicted
 one (the paper's 36.6 -> 42.1 AP on COCO); --analysis writes the error analysis of
 `fcos_jax.analysis.error_analysis` (PNGs and analysis.json) into DIR.
@@ -75,7 +76,11 @@ def main(argv):
     metrics = evaluation.score_results_file(config, _DETECTIONS.value, split=split,
                                             annotations=_ANNOTATIONS.value)
     out_dir = _OUT.value or os.path.dirname(os.path.abspath(_DETECTIONS.value))
-    coco_data.write_outputs(out_dir, 'offline', metrics)
+    # Named after the detections (results.json -> results_metrics.json): scoring two files in
+    # one folder never writes over the other's metrics, nor over a model evaluation's.
+    stem = os.path.splitext(os.path.basename(_DETECTIONS.value))[0]
+    coco_data.write_outputs(out_dir, stem, metrics)
+    print(f'metrics written to {os.path.join(out_dir, stem + "_metrics.json")}')
     print_metrics(metrics)
     return
   if not (FLAGS.workdir or FLAGS.params):
