@@ -127,7 +127,10 @@ def _train(config, workdir, model, state, programs, batch_sharding):
       logging.warning('early stopping at step %d: %s', step, _stop_reason(config, best))
       result['stopped_early_at'] = step
     while step < config.num_train_steps and 'stopped_early_at' not in result:
-      host_batch = next(data_iter)
+      try:
+        host_batch = next(data_iter)
+      except (StopIteration, tf.errors.OutOfRangeError):  # nothing left after the filters
+        raise input_pipeline.no_training_images(config.data) from None
       batch = input_pipeline.to_global_arrays(train_step.train_batch(host_batch), batch_sharding)
       state, metrics = programs.get(state, batch)(state, batch)
       step += 1

@@ -331,3 +331,34 @@ def test_outside_file_names_and_exif_orientation_are_reported(tmp_path):
   assert report.counts['exif_orientation_kept'] == 1
   assert any('orientation 6' in m for m in report.examples['exif_orientation_kept'])
   assert ids_of(str(tmp_path / 'tfds')) == [1, 2]  # read, with a note
+
+
+def test_ctrl_c_during_conversion_exits_130_and_keeps_the_earlier_dataset(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  data_dir = str(tmp_path / 'tfds')
+  ann, images = small_dataset(tmp_path, [(40, 30)])
+  assert convert_command(data_dir, ann, images).returncode == 0
+  # Enough images (re-encoded BMPs) that the conversion is still running when Ctrl-C comes.
+  many = []
+  for i in range(2000):
+    Image.fromarray(np.full((64, 64, 3), i % 255, np.uint8)).save(tmp_path / 'images' / f'{i}.bmp')
+    many.append({'id': i + 1, 'file_name': f'{i}.bmp', 'width': 64, 'height': 64})
+  big = tmp_path / 'big.json'
+  big.write_text(json.dumps({'images': many, 'annotations': [],
+                             'categories': [{'id': 1, 'name': 'a'}]}))
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'fcos_jax.data.convert_coco', '--name', 'atomic', '--data_dir',
+       data_dir, '--annotations', str(big), '--images', images, '--split', 'train',
+       '--overwrite'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='3'))
+  for line in proc.stdout:
+    if 'preparing dataset' in line:  # TFDS has started writing
+      proc.send_signal(signal.SIGINT)
+      break
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-3000:]
+  assert err.strip().splitlines()[-1] == 'interrupted (Ctrl-C)' and 'Traceback' not in err
+  assert ids_of(data_dir) == [1]
+  assert sorted(os.listdir(data_dir)) == ['atomic']

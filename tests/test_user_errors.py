@@ -93,6 +93,26 @@ def test_train_missing_config_file_and_dataset(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_train_on_a_dataset_without_boxes_says_so(tmp_path):
+  from fcos_jax.data import coco_conversion
+  img = tmp_path / 'images'
+  img.mkdir()
+  images = []
+  for i in range(3):
+    Image.fromarray(np.full((48, 64, 3), 30 * i, np.uint8)).save(img / f'{i}.jpg')
+    images.append({'id': i + 1, 'file_name': f'{i}.jpg', 'width': 64, 'height': 48})
+  (tmp_path / 'ann.json').write_text(json.dumps(
+      {'images': images, 'annotations': [], 'categories': [{'id': 1, 'name': 'a'}]}))
+  coco_conversion.convert('no_boxes', str(tmp_path / 'tfds'),
+                          {'train': (str(tmp_path / 'ann.json'), str(img))})
+  out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}',
+            '--config.data.synthetic=False', '--config.data.dataset=no_boxes',
+            f'--config.data.data_dir={tmp_path / "tfds"}', '--config.model.num_classes=1',
+            '--config.eval_at_end=False')
+  assert_one_line_error(out, "no_boxes split 'train'", 'no image has a non-crowd box',
+                        'keep_empty_images=True')
+
+
 def test_train_batch_and_classes_that_cannot_work(tmp_path, shapes_tfds):
   out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}',
             '--config.batch_size=4', *data_flags(shapes_tfds), devices=8)
@@ -157,7 +177,7 @@ def test_evaluate_rejects_unscoreable_detections(shapes_coco, shapes_tfds, tmp_p
   path.write_text(json.dumps([good_result(coco), bad]))  # json writes NaN / Infinity
   out = run('evaluate.py', f'--config={TINY}', f'--detections={path}', *data_flags(shapes_tfds))
   assert_one_line_error(out, str(path), needle)
-  assert not (tmp_path / 'offline_metrics.json').exists()
+  assert not (tmp_path / 'results_metrics.json').exists()
 
 
 def test_evaluate_file_mistakes(shapes_coco, shapes_tfds, tmp_path):

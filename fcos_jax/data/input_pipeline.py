@@ -92,8 +92,16 @@ def _with_shape(num_buckets):
   return fn
 
 
+def no_training_images(data_config) -> errors.DataError:
+  return errors.DataError(
+      f'{data_config.dataset} split {data_config.train_split!r}: no image has a non-crowd box, '
+      'and training skips images without one (config.data.keep_empty_images=True trains on them '
+      'as background)')
+
+
 def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> Dict[str, Any]:
-  """Header-only scan of the first examples of `split`: bucket fractions and empty images.
+  """Header-only scan of the first examples of `split`: bucket fractions and empty images
+  ('complete': the whole split was scanned).
 
   Run identically on every process (same examples), so the bucket weights agree everywhere.
   """
@@ -107,8 +115,9 @@ def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> 
     empty += int(not ex[1])
     total += 1
   if total == 0:
-    raise ValueError(f'split {split!r} of {builder.name} is empty')
-  return {'bucket_fractions': counts / total, 'scanned': total, 'without_boxes': empty}
+    raise errors.DataError(f'split {split!r} of {builder.name} is empty')
+  return {'bucket_fractions': counts / total, 'scanned': total, 'without_boxes': empty,
+          'complete': total < max_examples}
 
 
 def _train_preprocess(data_config, shape, seed, label_map=None):
@@ -165,6 +174,9 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
                  '%s in training', np.round(bucket_weights, 3), stats['scanned'],
                  stats['without_boxes'],
                  'are kept' if data_config.keep_empty_images else 'are skipped')
+    if (stats['without_boxes'] == stats['scanned'] and not data_config.keep_empty_images
+        and stats['complete']):
+      raise no_training_images(data_config)
   split = process_split(data_config.train_split, process_index, process_count)
   streams, weights = [], []
   for b, shape in enumerate(shapes):

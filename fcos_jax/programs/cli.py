@@ -29,14 +29,18 @@ def _verbose() -> bool:
 
 def fail(message: str) -> NoReturn:
   """The one line of a user error, and exit code 1."""
+  _exit(f'error: {message}', 1)
+
+
+def _exit(line: str, code: int) -> NoReturn:
   sys.stdout.flush()
-  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.write(line + '\n')
   sys.stderr.flush()
   if 'orbax.checkpoint' in sys.modules:
     # orbax's background threads print "sys.meta_path is None" tracebacks during a normal
     # shutdown after an error; what must be flushed was closed by `finally` blocks already.
-    os._exit(1)
-  sys.exit(1)
+    os._exit(code)
+  sys.exit(code)
 
 
 def _unknown_config_key(e: Exception, argv) -> str:
@@ -122,6 +126,10 @@ def run(main: Callable) -> None:
       if _verbose():
         raise
       fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C: `finally` blocks have run (staging folders removed)
+      if _verbose():
+        raise
+      _exit('interrupted (Ctrl-C)', 130)
   app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, main.__module__))
 
 

@@ -7,7 +7,8 @@ with the features of TFDS `coco/2017`.
 
 Bad records are skipped and counted per kind (`--on_error=fail` stops at the first one); the
 counts go to the dataset's `conversion_report.json`. An existing conversion is replaced only with
---overwrite, and only once the new one is complete (it is built in a folder beside it). The conversion itself: `fcos_jax.data.coco_conversion`.
+--overwrite, and only once the new one is complete (it is built in a folder beside it); Ctrl-C
+leaves the earlier one as it was. The conversion itself: `fcos_jax.data.coco_conversion`.
 """
 
 import os
@@ -29,9 +30,10 @@ _ON_ERROR = flags.DEFINE_enum('on_error', 'skip', ['skip', 'fail'],
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an earlier conversion of the same '
                                'name.')
 
-_MAX_PIXELS = flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Images of more pixels are skipped '
-                                   'and counted (too_many_pixels) from their header, before '
-                                   'decoding: the guard against decompression bombs.')
+_MAX_PIXELS = flags.DEFINE_integer(
+    'max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Images of more pixels are skipped and counted '
+    '(too_many_pixels) from their header, before decoding: the guard against decompression '
+    'bombs.')
 
 
 def main(argv):
