@@ -152,6 +152,31 @@ def test_evaluate_checkpoint_mistakes(workdir_of_another_config, shapes_tfds, tm
   assert not (tmp_path / 'none').exists()
 
 
+def test_evaluate_names_a_corrupted_latest_checkpoint_and_the_step_to_use(
+    workdir_of_another_config, shapes_tfds, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(workdir_of_another_config, workdir)
+  ckpts = os.path.join(workdir, 'checkpoints')
+  shutil.copytree(os.path.join(ckpts, '7'), os.path.join(ckpts, '9'))
+
+  def truncate(array_files_only):
+    damaged = 0
+    for root, _, files in os.walk(os.path.join(ckpts, '9', 'default')):
+      for f in files:
+        if not array_files_only or not ('metadata' in f.lower() or 'manifest' in f.lower()):
+          path = os.path.join(root, f)
+          with open(path, 'r+b') as fh:
+            fh.truncate(os.path.getsize(path) // 2)
+          damaged += 1
+    assert damaged
+  for array_files_only in (True, False):  # the array data only, then the tree's too
+    truncate(array_files_only)
+    out = run('evaluate.py', f'--config={TINY}', f'--workdir={workdir}',
+              *data_flags(shapes_tfds))
+    assert_one_line_error(out, 'checkpoint of step 9', 'corrupted', '--step 7')
+    assert sorted(os.listdir(ckpts)) == ['7', '9']  # evaluation changes nothing
+
+
 def good_result(coco):
   a = coco['annotations'][0]
   return {'image_id': a['image_id'], 'category_id': a['category_id'], 'bbox': a['bbox'],

@@ -183,18 +183,33 @@ def restore_variables(workdir: str, step: int, variables_like: Any) -> Any:
     try:
       saved = saved_shapes(os.path.dirname(path))
     except Exception as e:  # noqa: BLE001
-      raise errors.CheckpointError(f'checkpoint of step {step} in {workdir} cannot be read '
-                                   f'({type(e).__name__}: {e})') from None
+      raise _corrupted(workdir, step, e) from None
     wanted = trees.shapes_by_path(abstract)
     saved = {k: v for k, v in saved.items() if k.split('/')[0] in abstract}
     mismatches = shapes.shape_mismatches(saved, wanted)
     if mismatches:
       raise CheckpointMismatchError(step, checkpoints_directory(workdir), mismatches)
-    return ckptr.restore(
-        path,
-        args=ocp.args.PyTreeRestore(
-            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-            partial_restore=True))
+    try:
+      variables = ckptr.restore(
+          path,
+          args=ocp.args.PyTreeRestore(
+              item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+              partial_restore=True))
+      bad = trees.non_finite_paths(variables)
+      if bad:
+        raise ValueError(f'non-finite values in {", ".join(bad[:3])}')
+    except Exception as e:  # noqa: BLE001 - damaged files: name them, point to another step
+      raise _corrupted(workdir, step, e) from None
+    return variables
+
+
+def _corrupted(workdir: str, step: int, e: Exception) -> errors.CheckpointError:
+  older = [s for s in saved_steps(workdir) if s < step]
+  return errors.CheckpointError(
+      f'checkpoint of step {step} in {checkpoints_directory(workdir)} is corrupted '
+      f'({type(e).__name__}: {_first_line(e)}); '
+      + (f'use an earlier one with --step {older[-1]} (saved: {older})' if older
+         else 'no earlier checkpoint is saved'))
 
 
 def absolute(path: str) -> str:
