@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 from typing import Any, Dict
 
 import jax
@@ -119,7 +120,10 @@ def _train(config, workdir, model, state, programs, batch_sharding):
     if step in saved:  # e.g. SIGTERM right after a periodic save
       return
     check_finite(config, state, ckpt)
-    ckpt.save(step, state, data_iter)
+    try:
+      ckpt.save(step, state, data_iter)
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
+      raise checkpoint_write_error(ckpt, step, e) from None
     saved.add(step)
 
   try:
@@ -152,10 +156,13 @@ def _train(config, workdir, model, state, programs, batch_sharding):
           result['stopped_early_at'] = step
           break
     save(step)
-    ckpt.wait()
+    try:
+      ckpt.wait()
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
+      raise checkpoint_write_error(ckpt, step, e) from None
   finally:
     preemption.restore()
-    ckpt.close()
+    _close(ckpt, step)
   logging.info('final step %d; parameter checksum %.10e; %d compiled train program(s)', step,
                params_checksum(state), len(programs.compiled))
   result.update(final_step=step, train_programs=len(programs.compiled), **reporter.summary())
@@ -167,6 +174,29 @@ def _train(config, workdir, model, state, programs, batch_sharding):
     result.update(best_step=s.best_step, best_value=s.best_value, best_metric=best.metric,
                   best_weights=checkpoints.best_weights(workdir))
   return result
+
+
+def _close(ckpt, step: int) -> None:
+  """Closes the checkpointer (finishing an async save); a failure is the run's error unless
+  another one is already on its way out (which it would hide)."""
+  in_flight = sys.exc_info()[1]  # called from `finally`: the exception leaving the loop
+  try:
+    ckpt.close()
+  except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
+    if in_flight is None:
+      raise checkpoint_write_error(ckpt, step, e) from None
+    logging.warning('closing the checkpointer also failed: %s', e)
+
+
+def checkpoint_write_error(ckpt, step: int, e: Exception) -> errors.CheckpointError:
+  """A checkpoint that cannot be written (disk full, read-only, quota): one line saying what is
+  safe, since the earlier checkpoints are complete and the run resumes from the newest."""
+  message = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
+  return errors.CheckpointError(
+      f'checkpoint of step {step} could not be written to {ckpt.directory} '
+      f'({type(e).__name__}: {message.strip().splitlines()[0][:300] if message else ""}); the '
+      f'checkpoints {checkpoints.saved_steps(os.path.dirname(ckpt.directory))} are complete: '
+      'free space or fix permissions, then run the same command to resume')
 
 
 def _stop_reason(config, best) -> str:

@@ -81,10 +81,15 @@ def _create(path: str, record: dict) -> bool:
 def acquire(workdir: str) -> dict:
   """Takes the workdir's lock for this process; returns the record written. Raises
   WorkdirInUseError naming the holder when a live run holds it."""
-  tf.io.gfile.makedirs(workdir)
   path, record = lock_path(workdir), _holder_record()
   for _ in range(2):  # a second try after taking a stale lock away
-    if _create(path, record):
+    try:
+      tf.io.gfile.makedirs(workdir)
+      created = _create(path, record)
+    except (OSError, tf.errors.OpError) as e:
+      raise errors.UserError(f'{workdir}: the workdir cannot be written '
+                             f'({getattr(e, "strerror", None) or e.message})') from None
+    if created:
       return record
     holder = _read(path)
     if not _is_stale(holder):

@@ -202,6 +202,50 @@ def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(reference_run
   assert os.path.exists(os.path.join(workdir, 'LOCK'))  # the holder's lock stays
 
 
+def test_workdir_that_cannot_be_created_is_one_line(data_dir, tmp_path):
+  (tmp_path / 'a_file').write_text('not a folder')  # permissions would not stop root
+  out = run(str(tmp_path / 'a_file' / 'w'), data_dir, check=False)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  assert 'the workdir cannot be written' in out.stderr and 'a_file/w' in out.stderr
+
+
+class FailingCheckpointer:
+  """Writes like a full disk: every save and close raises ENOSPC."""
+
+  def __init__(self, directory):
+    self.directory = directory
+
+  def save(self, *args):
+    raise OSError(28, 'No space left on device')
+
+  def close(self):
+    raise OSError(28, 'No space left on device')
+
+
+def test_checkpoint_write_failure_is_one_line_saying_what_is_safe(tmp_path):
+  import jax.numpy as jnp
+  from fcos_jax import trainer
+  from fcos_jax.weights import checkpoints
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  ckpt.save(4, {'w': jnp.ones(3)})
+  ckpt.close()
+  failing = FailingCheckpointer(ckpt.directory)
+  try:
+    failing.save(8)
+  except OSError as e:
+    error = trainer.checkpoint_write_error(failing, 8, e)
+  assert str(error) == (f'checkpoint of step 8 could not be written to {ckpt.directory} '
+                        '(OSError: No space left on device); the checkpoints [4] are complete: '
+                        'free space or fix permissions, then run the same command to resume')
+  with pytest.raises(trainer.errors.CheckpointError, match='step 8 could not be written'):
+    trainer._close(failing, 8)  # a failing final (async) write is the run's error
+  with pytest.raises(KeyError):  # ... unless another error is already leaving the loop
+    try:
+      raise KeyError('the first error')
+    finally:
+      trainer._close(failing, 8)
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
