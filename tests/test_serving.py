@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcos_jax import inference, serving
+from fcos_jax import errors, inference, serving
 from fcos_jax.serving import export
 from fcos_jax.models import fcos
 from tests import tiny_config
@@ -71,6 +71,9 @@ def test_detect_maps_to_original_pixels(exported):
   assert boxes[:, [0, 2]].max() <= 80 + 1e-3 and boxes[:, [1, 3]].max() <= 50 + 1e-3
   scores = [d['score'] for d in dets]
   assert scores == sorted(scores, reverse=True)
+  for empty in ((0, 0, 3), (0, 40, 3), (30, 0, 3)):  # refused by name, not a NaN conversion
+    with pytest.raises(errors.DataError, match='empty image'):
+      detector.detect(np.zeros(empty, np.uint8))
 
 
 def test_predict_writes_pictures_and_json(exported, tmp_path):

@@ -383,6 +383,18 @@ def test_predict_export_mistakes(export_dir, tmp_path):
   (damaged / name).write_bytes(data[:len(data) // 3])
   out = run('predict.py', f'--export={damaged}', f'--out={tmp_path / "o"}', f'--image={image}')
   assert_one_line_error(out, name, 'damaged')
+  # metadata.json edited by hand or written by another version: named, with what to do.
+  edited = tmp_path / 'edited'
+  shutil.copytree(export_dir, edited)
+  meta = json.loads((edited / 'metadata.json').read_text())
+  for change, needles in (({'class_names': None}, ['metadata.json', 'missing class_names']),
+                          ({'format': 'fcos_jax export v9'}, ["'fcos_jax export v9'",
+                                                              'export the model again'])):
+    bad = {k: v for k, v in dict(meta, **change).items() if v is not None}
+    (edited / 'metadata.json').write_text(json.dumps(bad))
+    out = run('predict.py', f'--export={edited}', f'--out={tmp_path / "o"}', f'--image={image}')
+    assert_one_line_error(out, *needles)
+  assert not (tmp_path / 'o').exists()
 
 
 def test_verbose_shows_the_traceback(tmp_path):

@@ -13,6 +13,22 @@ from fcos_jax import errors, exporters
 from fcos_jax.data import sizes
 from fcos_jax.serving import export
 
+def _check_metadata(metadata: Dict[str, Any], path: str) -> None:
+  """An export this code can run: its format version and the keys `Detector` reads."""
+  if not isinstance(metadata, dict):
+    raise errors.DataError(f'{path}: not an export\'s metadata (a JSON object)')
+  if metadata.get('format') != export.FORMAT:
+    raise errors.DataError(f'{path}: export format {metadata.get("format")!r}, this fcos_jax '
+                           f'reads {export.FORMAT!r}: export the model again with this version')
+  missing = [k for k in export.REQUIRED_METADATA if k not in metadata]
+  if missing:
+    raise errors.DataError(f'{path}: missing {", ".join(missing)} (a damaged or hand-edited '
+                           'export: export the model again)')
+  if len(metadata['class_names']) != len(metadata['category_ids']):
+    raise errors.DataError(f'{path}: {len(metadata["class_names"])} class_names but '
+                           f'{len(metadata["category_ids"])} category_ids')
+
+
 class Detector:
   """Runs an export directory of any format: `Detector(dir)(images, image_sizes)` on
   preprocessed batches, or `Detector(dir).detect(image)` on one original uint8 RGB image."""
@@ -48,6 +64,7 @@ class Detector:
     except Exception as e:  # noqa: BLE001 - a damaged export: name the file
       raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
                              f'{str(e)[:120]})') from None
+    _check_metadata(self.metadata, path)
     self.models = runner.load(export_dir, self.metadata)
     self.class_names: List[str] = self.metadata['class_names']
     self.category_ids: List[int] = self.metadata['category_ids']
@@ -86,8 +103,11 @@ class Detector:
     """`detect` of each image, run in batches of up to `batch_size` images of one shape."""
     for image in images:
       if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f'expected uint8 RGB images [H, W, 3], got {image.dtype} '
-                         f'{image.shape}')
+        raise errors.DataError(f'expected uint8 RGB images [H, W, 3], got {image.dtype} '
+                               f'{image.shape}')
+      if not (image.shape[0] and image.shape[1]):
+        raise errors.DataError(f'an empty image ({image.shape[1]}x{image.shape[0]} pixels) has '
+                               'nothing to detect')
     prepared = [self.preprocess(image) for image in images]
     by_shape: Dict[Tuple[int, int], List[int]] = {}
     for i, (padded, _) in enumerate(prepared):

@@ -61,6 +61,13 @@ def export_detector(config, model, variables, out_dir: str, categories,
   return metadata
 
 
+# The metadata.json format this code writes and reads; a change that old readers would misread
+# gets a new version.
+FORMAT = 'fcos_jax export v1'
+# What `Detector` needs from metadata.json.
+REQUIRED_METADATA = ('models', 'preprocessing', 'class_names', 'category_ids')
+
+
 def export_metadata(config, categories, files: List[Dict[str, Any]],
                     fmt: str = 'stablehlo') -> Dict[str, Any]:
   """What a consumer needs beside the programs: shapes, preprocessing, class names and ids."""
@@ -68,7 +75,7 @@ def export_metadata(config, categories, files: List[Dict[str, Any]],
   class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
   names = dict(zip(categories.ids, categories.names))
   metadata = {
-      'format': 'fcos_jax export v1',
+      'format': FORMAT,
       'runtime': fmt,
       'models': files,
       'inputs': contract.INPUTS,
