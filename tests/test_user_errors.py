@@ -287,6 +287,9 @@ def resnet_files(tmp_path_factory):
   from safetensors.torch import save_file
   save_file({k: v.contiguous() for k, v in sd.items()}, str(root / 'r50.safetensors'))
   (root / 'junk.pth').write_bytes(b'not a torch file')
+  # A DistributedDataParallel model saved by a Lightning-style loop.
+  torch.save({'state_dict': {f'module.{k}': v for k, v in sd.items()}, 'epoch': 3},
+             root / 'r50_wrapped.pth')
   return root
 
 
@@ -309,6 +312,19 @@ def test_import_torchvision_mistakes(resnet_files, tmp_path):
   assert 'imported a torchvision resnet state dict' in out.stdout
   assert_one_line_error(run(tool, f'--weights={r / "r50.safetensors"}',
                             f'--out={tmp_path / "a"}'), 'already exists')
+  out = run(tool, f'--weights={r / "r50_wrapped.pth"}', f'--out={tmp_path / "b"}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "every key starts with 'module.'" in out.stderr
+
+
+def test_wrapped_state_dicts_read_as_the_plain_one(resnet_files):
+  from safetensors.numpy import load_file
+  from fcos_jax.weights import torchvision_import
+  plain = load_file(str(resnet_files / 'r50.safetensors'))  # the same weights, unwrapped
+  read = torchvision_import.read_state_dict(str(resnet_files / 'r50_wrapped.pth'))
+  assert set(read) == set(plain)
+  for k, v in plain.items():
+    np.testing.assert_array_equal(read[k], v)
 
 
 @pytest.fixture(scope='module')

@@ -11,6 +11,7 @@ The file is read without executing pickled code (`torch.load(..., weights_only=T
 error naming it.
 """
 
+import logging
 import os
 from typing import Any, Dict, Mapping, Tuple
 
@@ -86,7 +87,9 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
     try:
-      return dict(load_file(path))
+      return _unwrapped(dict(load_file(path)), path)
+    except WeightImportError:
+      raise
     except Exception as e:  # noqa: BLE001 - name the file, not the parser's internals
       raise WeightImportError(f'{path}: cannot be read as a safetensors file: {e}') from None
   import torch
@@ -96,15 +99,32 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise WeightImportError(f'{path}: cannot be read as a weights-only torch file ({first})') \
         from None
-  if isinstance(sd, Mapping) and 'model' in sd and isinstance(sd['model'], Mapping):
-    sd = sd['model']  # training checkpoints of torchvision's references wrap the weights
+  for wrapper in ('state_dict', 'model'):  # Lightning's / torchvision references' checkpoints
+    if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
+      logging.info('%s: reading the weights under its %r key', path, wrapper)
+      sd = sd[wrapper]
   if not isinstance(sd, Mapping):
     raise WeightImportError(f'{path}: expected a state dict, got {type(sd).__name__}')
   bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
   if bad:
     raise WeightImportError(f'{path}: {bad[0]!r} is a {type(sd[bad[0]]).__name__}, not a tensor'
                             + (f' (+{len(bad) - 1} more)' if len(bad) > 1 else ''))
-  return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+  return _unwrapped({k: v.detach().cpu().numpy() for k, v in sd.items()}, path)
+
+
+# Key prefixes a whole file can carry: DataParallel / DistributedDataParallel ('module.'), a
+# LightningModule holding the network as `self.model` ('model.').
+WRAPPER_PREFIXES = ('module.', 'model.')
+
+
+def _unwrapped(sd: Dict[str, np.ndarray], path: str) -> Dict[str, np.ndarray]:
+  """`sd` without a prefix that every key carries (said in one line)."""
+  for prefix in WRAPPER_PREFIXES:
+    if sd and all(k.startswith(prefix) for k in sd):
+      logging.warning('%s: every key starts with %r (a DataParallel / Lightning file): '
+                      'reading them without it', path, prefix)
+      sd = {k[len(prefix):]: v for k, v in sd.items()}
+  return sd
 
 
 def resnet_depth(state_dict: Mapping[str, Any], prefix: str = '') -> int:
