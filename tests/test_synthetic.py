@@ -67,3 +67,21 @@ def test_ensure_dataset_generates_and_converts_once(tmp_path):
   assert synthetic.ensure_dataset('tiny_shapes', data_dir, {'train': 5, 'validation': 3},
                                   image_size=(40, 48)) == raw
   assert os.path.getmtime(f'{raw}/annotations/train.json') == stamp  # not regenerated
+  # Another seed is the same dataset; other sizes are refused through train.py, naming both.
+  assert synthetic.ensure_dataset('tiny_shapes', data_dir, {'train': 5, 'validation': 3},
+                                  seed=7, image_size=(40, 48)) == raw
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, os.path.join(root, 'train.py'), f'--config={root}/tests/tiny_config.py',
+       f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={data_dir}'],
+      capture_output=True, text=True, cwd=root, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=root,
+               XLA_FLAGS='--xla_force_host_platform_device_count=1'))
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  line = out.stderr.strip().splitlines()[-1]
+  assert "made with image_size=[40, 48], splits={'train': 5, 'validation': 3}" in line, line
+  assert "asks for image_size=[64, 64], splits={'train': 24, 'validation': 6}" in line, line
+  assert '--config.data.data_dir' in line
+  assert os.path.getmtime(f'{raw}/annotations/train.json') == stamp  # the data kept as it was

@@ -9,11 +9,14 @@ some images without objects. Writes `annotations/{split}.json` + `images/{split}
 """
 
 import json
+import logging
 import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fcos_jax import errors
 
 # Non-contiguous ids on purpose: the pipeline must map label <-> category_id.
 CATEGORIES = ({'id': 1, 'name': 'rectangle'}, {'id': 3, 'name': 'ellipse'},
@@ -146,17 +149,25 @@ def generate(out_dir: str, splits: Dict[str, int], seed: int = 0, **kwargs) -> N
     generate_split(out_dir, split, n, seed, **kwargs)
 
 
+SETTINGS_FILE = 'synthetic_settings.json'
+
+
 def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int = 0,
                    **kwargs) -> str:
-  """Generate the dataset and convert it to TFDS `name` in `data_dir`, unless already there.
+  """Generate the dataset and convert it to TFDS `name` in `data_dir`, unless already there
+  with the same settings (a dataset made with other settings is refused, never reused).
 
   Returns the folder of the COCO-format files (annotations/{split}.json, images/{split}/).
   """
   import tensorflow_datasets as tfds
   from fcos_jax.data import coco_conversion
   raw = os.path.join(data_dir, f'{name}_coco')
+  # The sizes define the dataset; the seed (the run's) only which shapes are drawn: not compared.
+  settings = json.loads(json.dumps({'splits': splits, **kwargs}))
   try:
-    if tfds.builder(name, data_dir=data_dir).is_prepared():
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+      _check_settings(os.path.join(str(builder.data_dir), SETTINGS_FILE), settings)
       return raw
   except tfds.core.registered.DatasetNotFoundError:
     pass
@@ -164,7 +175,27 @@ def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int =
   coco_conversion.convert(name, data_dir, {
       split: (os.path.join(raw, 'annotations', f'{split}.json'),
               os.path.join(raw, 'images', split)) for split in splits}, overwrite=True)
+  with open(os.path.join(str(tfds.builder(name, data_dir=data_dir).data_dir), SETTINGS_FILE),
+            'w') as f:
+    json.dump(dict(settings, seed=seed), f, indent=1)
   return raw
+
+
+def _check_settings(path: str, settings: Dict) -> None:
+  if not os.path.exists(path):  # made before the settings were recorded: cannot tell
+    logging.warning('%s: the synthetic dataset there records no settings; reused as it is',
+                    os.path.dirname(path))
+    return
+  with open(path) as f:
+    made = json.load(f)
+  made.pop('seed', None)
+  if made != settings:
+    changed = sorted(k for k in set(made) | set(settings) if made.get(k) != settings.get(k))
+    raise errors.ConfigError(
+        f'{os.path.dirname(path)} holds the synthetic dataset made with '
+        + ', '.join(f'{k}={made.get(k)}' for k in changed) + '; this config asks for '
+        + ', '.join(f'{k}={settings.get(k)}' for k in changed) + ': pass another '
+        '--config.data.data_dir or --config.data.dataset (or delete that folder to remake it)')
 
 
 def prepare(config) -> None:
