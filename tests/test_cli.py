@@ -38,3 +38,13 @@ def test_short_help_from_a_checkout_script_and_a_stray_argument():
              '--out=/tmp/x', 'stray')
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1].startswith("error: unexpected arguments ['stray']")
+
+
+def test_packaged_config_name_from_a_folder_holding_a_data_folder_of_that_name(tmp_path):
+  (tmp_path / 'shapes').mkdir()  # e.g. the user's own shapes images
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config=shapes',
+                        f'--workdir={tmp_path / "w"}', '--config.batch_sise=2'],
+                       cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+  # The packaged config was read: the error is about its key, not about loading 'shapes'.
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  assert "unknown config key 'config.batch_sise'" in out.stderr.strip().splitlines()[-1]

@@ -57,9 +57,10 @@ def _unknown_config_key(e: Exception, argv) -> str:
 
 def packaged_config(value: str) -> str:
   """`--config coco` (a bare name) -> the path of the shipped fcos_jax/configs/coco.py, so the
-  installed programs work from any folder; anything else is left as given."""
+  installed programs work from any folder, also one holding a `coco/` or `shapes/` data folder;
+  a path, a `.py` name or an existing file is left as given."""
   name, sep, override = value.partition(':')  # ml_collections' `file.py:arg` form
-  if os.path.sep in name or name.endswith('.py') or os.path.exists(name):
+  if os.path.sep in name or name.endswith('.py') or os.path.isfile(name):
     return value
   from fcos_jax import configs
   path = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), f'{name}.py')
