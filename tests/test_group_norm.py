@@ -88,3 +88,40 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert y.dtype == jnp.bfloat16
   grads = jax.grad(lambda p: module.apply(p, x).astype(jnp.float32).sum())(params)
   assert grads['params']['scale'].dtype == jnp.float32
+
+
+@pytest.mark.parametrize('form', ['cpu', 'native'])
+@pytest.mark.parametrize('shape,groups', [((2, 5, 7, 64), 32), ((2, 6, 10), 2)])
+def test_bfloat16_input_gradient_matches_float64_and_keeps_x_in_bfloat16(form, shape, groups,
+                                                                         capsys):
+  """The low-precision path's own gradient (`_saving_input`) against the float64 definition
+  on the same bfloat16-rounded x; its residuals hold x in bfloat16, where autodiff would keep a
+  float32 copy."""
+  from jax import ad_checkpoint
+  from fcos_jax.models import group_norm as gn
+  x, gamma, beta, cotangent = inputs(shape)
+  x16 = jnp.asarray(x, jnp.bfloat16)
+  want = numpy_reference(np.asarray(x16.astype(jnp.float32)), gamma, beta, groups, cotangent)
+  norm, autodiff = {'cpu': (gn.group_norm_saving_input, gn.group_norm),
+                    'native': (gn.group_norm_native_saving_input, gn.group_norm_native)}[form]
+
+  def loss(fn):
+    return lambda x, s, b: jnp.sum(jax.nn.relu(fn(x, s, b, groups, 1e-5)) * cotangent)
+  args = (x16, jnp.asarray(gamma), jnp.asarray(beta))
+  y = jax.jit(lambda *a: norm(*a, groups, 1e-5))(*args)
+  dx, dscale, dbias = jax.jit(jax.grad(loss(norm), argnums=(0, 1, 2)))(*args)
+  assert dx.dtype == jnp.bfloat16
+  for got, ref, atol in ((y, want[0], 2e-5), (dx, want[1], 8e-3), (dscale, want[2], 2e-5),
+                         (dbias, want[3], 2e-5)):
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=0,
+                               atol=atol * np.abs(ref).max())
+
+  def residuals_of_x_shape(fn):  # the GroupNorm's own (not the relu's or the constant's)
+    capsys.readouterr()
+    ad_checkpoint.print_saved_residuals(loss(fn), *args)
+    shape_text = ','.join(map(str, shape))
+    return sorted(line.split('[')[0] for line in capsys.readouterr().out.splitlines()
+                  if f'[{shape_text}]' in line and ('models/group_norm.py' in line or 'argument x'
+                                                    in line))
+  assert residuals_of_x_shape(norm) == ['bf16']  # x itself
+  assert 'f32' in residuals_of_x_shape(autodiff)  # what the custom gradient avoids
