@@ -362,3 +362,13 @@ def test_ctrl_c_during_conversion_exits_130_and_keeps_the_earlier_dataset(tmp_pa
   assert err.strip().splitlines()[-1] == 'interrupted (Ctrl-C)' and 'Traceback' not in err
   assert ids_of(data_dir) == [1]
   assert sorted(os.listdir(data_dir)) == ['atomic']
+
+
+def test_annotation_file_with_a_byte_order_mark(tmp_path):
+  ann, images = small_dataset(tmp_path, [(40, 30)])
+  with open(ann, 'rb') as f:
+    data = f.read()
+  with open(ann, 'wb') as f:
+    f.write(b'\xef\xbb\xbf' + data)  # as Windows editors save UTF-8
+  coco_conversion.convert('atomic', str(tmp_path / 'tfds'), {'train': (ann, images)})
+  assert ids_of(str(tmp_path / 'tfds')) == [1]

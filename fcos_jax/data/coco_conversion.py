@@ -113,7 +113,7 @@ def coco_features(category_names: Sequence[str]):
 
 def load_annotation_file(path: str) -> Dict[str, Any]:
   try:
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:  # a byte-order mark is read, not refused
       data = json.load(f)
   except FileNotFoundError:
     raise ConversionError(f'{path}: annotation file not found') from None
