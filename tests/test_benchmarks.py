@@ -34,3 +34,15 @@ def test_accelerator_report_runs_and_keeps_an_earlier_report(tmp_path):
   assert again.returncode != 0 and 'already holds a report' in again.stderr
   assert len(again.stderr.strip().splitlines()) == 1
   assert (tmp_path / 'accelerator.json').read_text() == before
+
+
+def test_group_norm_residuals_table():
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.group_norm_residuals',
+                        '--shape=2,8,12,32', '--groups=4'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = {line.split('|')[1].strip(): line.split('|')[2:4] for line in out.stdout.splitlines()
+          if line.startswith('| cpu') or line.startswith('| native')}
+  for form in ('cpu', 'native (GPU/TPU)'):
+    autodiff, custom = (float(v) for v in rows[form])
+    assert 2.0 <= custom < 2.1 and autodiff >= 8.0  # bf16 x (+ statistics), against f32 copies
