@@ -26,6 +26,11 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 def check_can_start(config, workdir: str) -> None:
   """What must hold before anything is built: devices that split the batch, pretrained weights
   for a frozen-BN backbone, a dataset that exists."""
+  if config.data.max_size < max(config.data.min_sizes):  # training sizes: checked here only
+    raise errors.ConfigError(
+        f'config.data.max_size = {config.data.max_size}: must be at least the largest of '
+        f'data.min_sizes {tuple(config.data.min_sizes)}: it caps the longer side, so below '
+        'them it would override every training size (swapped values?)')
   if config.batch_size % jax.device_count():
     raise errors.ConfigError(f'config.batch_size = {config.batch_size}: must be a multiple of '
                              f'the {jax.device_count()} devices')

@@ -64,7 +64,8 @@ def data_flags(shapes_tfds):
     ('--config.keep_checkpoints=0', ['config.keep_checkpoints = 0']),
     ('--config.data.max_boxes=0', ['config.data.max_boxes = 0']),
     ('--config.data.max_boxes=-1', ['config.data.max_boxes = -1']),
-    ('--config.data.max_size=50', ['config.data.max_size = 50', 'data.min_sizes (64,)']),
+    ('--config.data.max_size=50', ['config.data.max_size = 50', 'data.eval_min_size (64)']),
+    ('--config.data.min_sizes=(64,128)', ['config.data.max_size = 96', 'data.min_sizes (64, 128)']),
     ('--config.log_every=0', ['config.log_every = 0']),
     ('--config.model.dtype=float16', ['config.model.dtype']),
 ])

@@ -39,10 +39,9 @@ def validate(config) -> None:
   d, m, o = config.data, config.model, config.optimizer
   _check(len(d.min_sizes) > 0 and all(isinstance(s, int) and s > 0 for s in d.min_sizes),
          'data.min_sizes', d.min_sizes, 'must be one or more positive integers')
-  _check(d.max_size >= max(max(d.min_sizes), d.eval_min_size), 'data.max_size', d.max_size,
-         f'must be at least the largest shorter-side size (data.min_sizes {tuple(d.min_sizes)}, '
-         f'data.eval_min_size {d.eval_min_size}): it caps the longer side, so below them it '
-         'would override every one (swapped values?)')
+  _check(d.max_size >= d.eval_min_size, 'data.max_size', d.max_size,
+         f'must be at least data.eval_min_size ({d.eval_min_size}): it caps the longer side, '
+         'so below it it would override every size (swapped values?)')
   _check(d.size_divisibility % 32 == 0, 'data.size_divisibility', d.size_divisibility,
          'must be a multiple of 32 (the backbone downsamples by 32)')
   _one_of(d.eval_padding, input_pipeline.EVAL_PADDINGS, 'data.eval_padding')
