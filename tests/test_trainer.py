@@ -209,6 +209,35 @@ def test_workdir_that_cannot_be_created_is_one_line(data_dir, tmp_path):
   assert 'the workdir cannot be written' in out.stderr and 'a_file/w' in out.stderr
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 3 MB tmpfs (where mounting is allowed: root in a container that permits it)."""
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(disk)],
+                           capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f'cannot mount a small tmpfs here ({mounted.stderr.strip()[:100]}); the '
+                'in-process test below covers the same error path')
+  try:
+    yield disk
+  finally:
+    subprocess.run(['umount', '-l', str(disk)], capture_output=True)
+
+
+def test_disk_full_at_a_checkpoint_is_one_line(data_dir, small_disk):
+  workdir = small_disk / 'run'
+  workdir.mkdir()
+  with open(small_disk / 'filler', 'wb') as f:  # leave about 64 KB: config.json, LOCK, logs
+    f.write(b'\0' * (3 * 2 ** 20 - 64 * 2 ** 10))
+  out = run(str(workdir), data_dir, '--config.data.aspect_buckets=False', check=False)
+  assert out.returncode == 1, out.stderr[-3000:]
+  lines = [line for line in out.stderr.splitlines() if line.startswith('error: ')]
+  assert len(lines) == 1 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  assert 'checkpoint of step 4 could not be written' in lines[0], lines[0]
+  assert 'free space or fix permissions' in lines[0]
+
+
 class FailingCheckpointer:
   """Writes like a full disk: every save and close raises ENOSPC."""
 
