@@ -118,6 +118,7 @@ def held(workdir: str):
   """The workdir locked by process 0 for the block; every process raises the same one-line
   error when it is held elsewhere (so no process waits alone on a collective)."""
   record, failure = None, ''
+  existed = tf.io.gfile.exists(workdir)
   if jax.process_index() == 0:
     try:
       record = acquire(workdir)
@@ -135,3 +136,6 @@ def held(workdir: str):
   finally:
     if record is not None:
       release(workdir, record)
+      if not existed and '://' not in workdir and os.path.isdir(workdir) and \
+          not os.listdir(workdir):
+        os.rmdir(workdir)  # a run that stopped before writing anything leaves no folder
