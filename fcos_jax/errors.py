@@ -17,3 +17,11 @@ class CheckpointError(UserError):
 
 class DataError(UserError, ValueError):
   """A dataset, annotation, results or image file that cannot be used as given."""
+
+
+def first_line(e: BaseException) -> str:
+  """A library error's first line, for a one-line message (tensorflow's and orbax's run to
+  pages); an OSError's strerror when it has one."""
+  text = getattr(e, 'strerror', None) or str(e)
+  lines = str(text).strip().splitlines()
+  return lines[0][:300] if lines else ''

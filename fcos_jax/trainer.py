@@ -196,10 +196,9 @@ def _close(ckpt, step: int) -> None:
 def checkpoint_write_error(ckpt, step: int, e: Exception) -> errors.CheckpointError:
   """A checkpoint that cannot be written (disk full, read-only, quota): one line saying what is
   safe, since the earlier checkpoints are complete and the run resumes from the newest."""
-  message = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
   return errors.CheckpointError(
       f'checkpoint of step {step} could not be written to {ckpt.directory} '
-      f'({type(e).__name__}: {message.strip().splitlines()[0][:300] if message else ""}); the '
+      f'({type(e).__name__}: {errors.first_line(e)}); the '
       f'checkpoints {checkpoints.saved_steps(os.path.dirname(ckpt.directory))} are complete: '
       'free space or fix permissions, then run the same command to resume')
 

@@ -88,7 +88,7 @@ def acquire(workdir: str) -> dict:
       created = _create(path, record)
     except (OSError, tf.errors.OpError) as e:
       raise errors.UserError(f'{workdir}: the workdir cannot be written '
-                             f'({getattr(e, "strerror", None) or e.message})') from None
+                             f'({errors.first_line(e)})') from None
     if created:
       return record
     holder = _read(path)

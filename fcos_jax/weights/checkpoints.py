@@ -105,7 +105,7 @@ class Checkpointer:
                            + (f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''))
       except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
         logging.warning('checkpoint of step %d in %s cannot be restored (%s: %s); trying an '
-                        'older one', step, self.directory, type(e).__name__, _first_line(e))
+                        'older one', step, self.directory, type(e).__name__, errors.first_line(e))
         unusable.append(step)
         continue
       logging.info('restored checkpoint of step %d from %s', step, self.directory)
@@ -128,7 +128,7 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001
       logging.warning('step %d: parameters and optimizer state restored, but the data '
                       'position cannot be (%s: %s); the data stream restarts from its '
-                      'beginning', step, type(e).__name__, _first_line(e))
+                      'beginning', step, type(e).__name__, errors.first_line(e))
 
   def _set_aside(self, steps) -> None:
     """Rename unrestorable steps to '<step>.unrestorable' (kept for inspection, no longer
@@ -148,12 +148,6 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def _first_line(e: Exception) -> str:
-  """A library error's first line (tensorflow's and orbax's run to pages)."""
-  lines = str(e).strip().splitlines()
-  return lines[0][:300] if lines else ''
 
 
 def checkpoints_directory(workdir: str) -> str:
@@ -207,7 +201,7 @@ def _corrupted(workdir: str, step: int, e: Exception) -> errors.CheckpointError:
   older = [s for s in saved_steps(workdir) if s < step]
   return errors.CheckpointError(
       f'checkpoint of step {step} in {checkpoints_directory(workdir)} is corrupted '
-      f'({type(e).__name__}: {_first_line(e)}); '
+      f'({type(e).__name__}: {errors.first_line(e)}); '
       + (f'use an earlier one with --step {older[-1]} (saved: {older})' if older
          else 'no earlier checkpoint is saved'))
 
