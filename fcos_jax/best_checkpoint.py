@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fcos_jax import barriers
 from fcos_jax.weights.checkpoints import best_weights
 
 RECORD_FILE = 'best.json'
@@ -76,6 +77,7 @@ class BestTracker:
     value = float(metrics.get(self.metric, float('nan')))  # scored on process 0 only
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+      barriers.wait_for_all(f'scored_{step}')  # process 0 may score for minutes
       value = float(multihost_utils.broadcast_one_to_all(np.float32(value)))
     if not np.isfinite(value):
       return False
@@ -109,6 +111,4 @@ class BestTracker:
       os.replace(partial, target)
       shutil.rmtree(old, ignore_errors=True)
       logging.info('best %s so far at step %d: weights in %s', self.metric, step, target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices('best_weights_written')
+    barriers.wait_for_all(f'best_weights_written_{step}')

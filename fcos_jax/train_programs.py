@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from fcos_jax import train_step
+from fcos_jax import barriers, train_step
 from fcos_jax.data import sizes
 from fcos_jax.weights import shapes
 
@@ -44,6 +44,9 @@ class StepPrograms:
       program, seconds = (future.result() if future is not None
                           else _compile(self._step_fn, state, batch))
       self.compiled[shape] = program
+      # Every process has its program before any runs it: the step's collectives would
+      # otherwise wait on a process still compiling (gloo on CPUs gives up after 30 s).
+      barriers.wait_for_all(f'train_step_compiled_{shape[0]}x{shape[1]}')
       logging.info('compiled the train step for image shape %s in %.1f s (%d program(s) so '
                    'far); the loop waited %.1f s for it', shape, seconds, len(self.compiled),
                    time.perf_counter() - t)

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from fcos_jax import errors
+from fcos_jax import barriers, errors
 
 LOCK_NAME = 'LOCK'
 
@@ -126,6 +126,7 @@ def held(workdir: str):
       failure = str(e)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+    barriers.wait_for_all('workdir_lock_decided')
     ok = multihost_utils.broadcast_one_to_all(np.int32(not failure))
     if not int(ok) and not failure:
       failure = f'{workdir} is in use by another run (see process 0)'

@@ -202,6 +202,7 @@ def prepare(config) -> None:
   """Generate + convert the synthetic dataset if the config asks for it (process 0 writes, the
   others wait for it)."""
   import jax
+  from fcos_jax import barriers
   d = config.data
   if not d.synthetic:
     return
@@ -210,9 +211,7 @@ def prepare(config) -> None:
                    {d.train_split: d.synthetic_train_images,
                     d.eval_split: d.synthetic_eval_images},
                    seed=config.seed, image_size=tuple(d.synthetic_image_size))
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices('synthetic_data_ready')
+  barriers.wait_for_all('synthetic_data_ready')
 
 
 if __name__ == '__main__':  # alias of the program fcos_jax/programs/synthetic_shapes.py

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from fcos_jax import inference, sharding
+from fcos_jax import barriers, inference, sharding
 from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import input_pipeline
 from fcos_jax.evaluation import coco_data
@@ -117,13 +117,12 @@ def gather_results(results: List[Dict[str, Any]], num_images: int, shared_dir: O
     return results, num_images
   if shared_dir is None:
     raise ValueError('a multi-process evaluation needs a shared workdir')
-  from jax.experimental import multihost_utils
   tmp = os.path.join(shared_dir, f'{tag}_parts')
   tf.io.gfile.makedirs(tmp)
   part_path = os.path.join(tmp, f'process_{jax.process_index()}.json')
   with tf.io.gfile.GFile(part_path, 'w') as f:
     json.dump({'results': results, 'num_images': num_images}, f)
-  multihost_utils.sync_global_devices(f'{tag}_written')
+  barriers.wait_for_all(f'{tag}_written')
   if jax.process_index() == 0:
     results, num_images = [], 0
     for p in range(jax.process_count()):
@@ -131,5 +130,5 @@ def gather_results(results: List[Dict[str, Any]], num_images: int, shared_dir: O
         part = json.load(f)
       results += part['results']
       num_images += part['num_images']
-  multihost_utils.sync_global_devices(f'{tag}_read')
+  barriers.wait_for_all(f'{tag}_read')
   return results, num_images

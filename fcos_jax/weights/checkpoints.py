@@ -15,7 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from fcos_jax import errors, trees
+from fcos_jax import barriers, errors, trees
 from fcos_jax.weights import shapes
 
 # The best evaluated weights of a run, a params checkpoint beside (not in) the rotation.
@@ -140,9 +140,7 @@ class Checkpointer:
         src = os.path.join(self.directory, str(step))
         tf.io.gfile.rename(src, f'{src}.unrestorable', overwrite=True)
         logging.warning('moved unrestorable checkpoint %s aside to %s.unrestorable', src, src)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices('checkpoints_set_aside')
+    barriers.wait_for_all(f'checkpoints_set_aside_{steps[0]}')
     self.manager.reload()
 
   def close(self) -> None:
