@@ -46,3 +46,15 @@ def test_group_norm_residuals_table():
   for form in ('cpu', 'native (GPU/TPU)'):
     autodiff, custom = (float(v) for v in rows[form])
     assert 2.0 <= custom < 2.1 and autodiff >= 8.0  # bf16 x (+ statistics), against f32 copies
+
+
+def test_checkpoint_stall_measures_a_state_that_resumes_exactly(tmp_path):
+  """benchmarks/checkpoint_stall.py on a tiny mock coco/2017: a state is written and read back,
+  and the restored iterator yields the batch the original one would have."""
+  from benchmarks import checkpoint_stall
+  r = checkpoint_stall.measure(str(tmp_path), images=24, batch=2, batches=2, settle_s=0.5,
+                               image_size=(96, 128), shuffle_buffer=8, min_size=96,
+                               max_size=160)
+  assert r['same_next_batch'] is True
+  # The shuffle buffers hold encoded JPEGs: the state is at least a few of them.
+  assert r['state_mb'] > 4 * r['image_mb'] and r['write_s'] > 0 and r['restore_s'] > 0

@@ -352,7 +352,9 @@ def test_ctrl_c_during_conversion_exits_130_and_keeps_the_earlier_dataset(tmp_pa
       [sys.executable, '-m', 'fcos_jax.data.convert_coco', '--name', 'atomic', '--data_dir',
        data_dir, '--annotations', str(big), '--images', images, '--split', 'train',
        '--overwrite'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='3'))
+      env=dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='3'),
+      # A suite started in the background inherits SIGINT ignored; the child must not.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   for line in proc.stdout:
     if 'preparing dataset' in line:  # TFDS has started writing
       proc.send_signal(signal.SIGINT)

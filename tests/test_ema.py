@@ -16,7 +16,7 @@ def test_decay_warms_up_then_holds():
     assert float(ema.decay_at(0.99, u)) == pytest.approx(min(0.99, (1 + u) / (10 + u)))
 
 
-@pytest.mark.parametrize('accum', [1, 2])
+@pytest.mark.parametrize('accum', [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_train_step_keeps_the_average_of_the_updated_weights(accum):
   config = tiny_config.get_config()
   config.ema_decay, config.grad_accum_steps = 0.9, accum

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,6 +28,7 @@ def test_pyproject_declares_the_runtime_requirements():
   assert project['requires-python'] == '>=3.11'
 
 
+@pytest.mark.slow  # 3 min: builds a wheel into a fresh venv
 def test_wheel_installs_and_trains_and_evaluates_from_another_folder(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_ENABLE_ONEDNN_OPTS='0',
              XLA_FLAGS='--xla_force_host_platform_device_count=1')

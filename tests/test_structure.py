@@ -9,7 +9,8 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Lower layers never import higher ones. A module is ranked by its longest listed prefix.
 LAYERS = (
     ('fcos_jax', 'fcos_jax.errors', 'fcos_jax.trees', 'fcos_jax.configs'),
-    ('fcos_jax.points', 'fcos_jax.normalize', 'fcos_jax.sharding', 'fcos_jax.image_io',
+    ('fcos_jax.points', 'fcos_jax.normalize', 'fcos_jax.sharding', 'fcos_jax.barriers',
+     'fcos_jax.image_io',
      'fcos_jax.video_io', 'fcos_jax.visualize', 'fcos_jax.models', 'fcos_jax.data.categories',
      'fcos_jax.data.preprocessing', 'fcos_jax.data.sizes', 'fcos_jax.exporters.contract'),
     ('fcos_jax.targets', 'fcos_jax.losses', 'fcos_jax.postprocess', 'fcos_jax.optim', 'fcos_jax.ema',

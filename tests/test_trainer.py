@@ -334,6 +334,7 @@ def _preempted_step(proc, log_so_far):
   return int(saved[0])
 
 
+@pytest.mark.slow  # 6 min on 2 cores: four two-process runs
 def test_two_processes_preempted_stop_at_one_step_and_resume_bit_equal(data_dir, tmp_path):
   """SIGTERM to one process of two, then to both: each time both save the same step (JAX's
   preemption service decides, not a flag per process) and exit 0; the resumed run ends with the

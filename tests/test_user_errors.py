@@ -421,6 +421,7 @@ def test_verbose_shows_the_traceback(tmp_path):
   assert out.returncode != 0 and 'Traceback' in out.stderr and 'log_every' in out.stderr
 
 
+@pytest.mark.slow  # 2 min: trains until the loss diverges
 def test_diverging_run_names_the_logged_step_and_accurate_advice(tmp_path, shapes_tfds):
   out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}', *data_flags(shapes_tfds),
             '--config.optimizer.base_lr=1e12', '--config.num_train_steps=4',
