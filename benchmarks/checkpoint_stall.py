@@ -35,9 +35,13 @@ def measure(data_dir: str, images: int, batch: int, batches: int, settle_s: floa
             max_size: int = 1333):
   """{'state_mb', 'write_s', 'restore_s', 'same_next_batch', ...} of one iterator checkpoint."""
   import tensorflow_datasets as tfds
-  if not tfds.builder('coco/2017', data_dir=data_dir).is_prepared():
-    mock_coco.prepare(data_dir, {'train': images, 'validation': 2, 'test': 1},
-                      image_size=image_size)
+  builder = tfds.builder('coco/2017', data_dir=data_dir)
+  if not builder.is_prepared():  # else the cached one, with its own image count
+    builder = mock_coco.prepare(data_dir, {'train': images, 'validation': 2, 'test': 1},
+                                image_size=image_size)
+  images = builder.info.splits['train'].num_examples
+  train_bytes = sum(os.path.getsize(os.path.join(builder.data_dir, f))
+                    for f in os.listdir(builder.data_dir) if f.startswith('coco-train.'))
   config = coco.get_data_config()
   config.update(data_dir=data_dir, shuffle_buffer=shuffle_buffer, min_sizes=(min_size,),
                 max_size=max_size)
@@ -67,7 +71,7 @@ def measure(data_dir: str, images: int, batch: int, batches: int, settle_s: floa
     shutil.rmtree(out, ignore_errors=True)
   return {'state_mb': state_mb, 'write_s': write_s, 'restore_s': restore_s,
           'same_next_batch': same, 'batch': batch, 'images': images,
-          'shuffle_buffer': shuffle_buffer, 'image_mb': _size(data_dir) / 2**20 / images}
+          'shuffle_buffer': shuffle_buffer, 'image_mb': train_bytes / 2**20 / images}
 
 
 def main():
