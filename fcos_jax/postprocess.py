@@ -82,6 +82,45 @@ def class_wise_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_o
   return jnp.moveaxis(idx, 0, -1), jnp.moveaxis(found, 0, -1)
 
 
+NMS_METHODS = ('greedy', 'linear', 'gaussian')
+
+
+def class_wise_soft_nms(boxes, scores, classes, valid, *, method: str, iou_threshold: float,
+                        sigma: float, min_score: float, max_output: int):
+  """Class-wise Soft-NMS (Bodla et al. 2017, Algorithm 1): the first `max_output` boxes it
+  selects, each with its decayed score; the selected scores never increase.
+
+  Each step selects the remaining box of highest current score and decays the current scores of
+  the other boxes of its class by f(IoU): 'linear' 1 - IoU where IoU > iou_threshold (else 1),
+  'gaussian' exp(-IoU^2 / sigma); a box whose score falls below `min_score` is discarded. Ties go
+  to the lower index. Same static shapes and loop as `class_wise_nms`, so it exports alike.
+  Returns indices [..., max_output], a mask of which are real, and their scores.
+  """
+  if method not in ('linear', 'gaussian'):
+    raise ValueError(f'soft-NMS method {method!r}: one of linear, gaussian')
+  boxes, classes = jnp.asarray(boxes), jnp.asarray(classes)
+  current = jnp.asarray(scores, jnp.float32)
+  alive = jnp.asarray(valid, bool) & (current >= min_score)
+  positions = jnp.arange(current.shape[-1])
+
+  def step(carry, _):
+    alive, current = carry
+    i = jnp.argmax(jnp.where(alive, current, -jnp.inf), axis=-1)[..., None]  # [..., 1]
+    found = _take(alive, i)
+    score = _take(current, i)
+    iou = box_iou_one_to_many(_take(boxes, i)[..., 0, :], boxes)
+    if method == 'linear':
+      decay = jnp.where(iou > iou_threshold, 1.0 - iou, 1.0)
+    else:
+      decay = jnp.exp(-(iou * iou) / sigma)
+    current = jnp.where(classes == _take(classes, i), current * decay, current)
+    alive = alive & found & (positions != i) & (current >= min_score)
+    return (alive, current), (i[..., 0], found[..., 0], score[..., 0])
+
+  _, (idx, found, kept) = jax.lax.scan(step, (alive, current), None, length=max_output)
+  return tuple(jnp.moveaxis(x, 0, -1) for x in (idx, found, kept))
+
+
 def level_top_k(scores, k: int, recall: float = 1.0):
   """The `k` best of `scores` [M] (values, indices). With `recall` < 1, TPU programs take
   `lax.approx_max_k` at that recall target (TPUs sort slowly; the approximate form is their
@@ -163,14 +202,22 @@ def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
   return _Candidates(boxes, score, cls, ok, prob[loc, cls])
 
 
-def _detections(cand: _Candidates, *, nms_threshold: float,
-                max_detections: int) -> Detections:
-  """Class-wise NMS over the candidates [..., P] and the fixed-size output rows."""
-  keep, found = class_wise_nms(cand.boxes, cand.scores, cand.classes, cand.ok,
-                               iou_threshold=nms_threshold, max_output=max_detections)
+def _detections(cand: _Candidates, *, nms_threshold: float, max_detections: int,
+                nms_method: str = 'greedy', soft_nms_sigma: float = 0.5,
+                soft_nms_min_score: float = 0.001) -> Detections:
+  """Class-wise NMS (greedy or soft) over the candidates [..., P] and the fixed-size rows."""
+  if nms_method == 'greedy':
+    keep, found = class_wise_nms(cand.boxes, cand.scores, cand.classes, cand.ok,
+                                 iou_threshold=nms_threshold, max_output=max_detections)
+    kept_scores = _take(cand.scores, keep)
+  else:
+    keep, found, kept_scores = class_wise_soft_nms(
+        cand.boxes, cand.scores, cand.classes, cand.ok, method=nms_method,
+        iou_threshold=nms_threshold, sigma=soft_nms_sigma, min_score=soft_nms_min_score,
+        max_output=max_detections)
   return Detections(
       boxes=jnp.where(found[..., None], _take(cand.boxes, keep), 0.0),
-      scores=jnp.where(found, _take(cand.scores, keep), 0.0),
+      scores=jnp.where(found, kept_scores, 0.0),
       classes=jnp.where(found, _take(cand.classes, keep), -1),
       valid=found,
       num_valid=jnp.sum(found, axis=-1).astype(jnp.int32),
@@ -199,9 +246,11 @@ def postprocess_image(cls_logits, bbox_reg, centerness, *, image_size: Tuple[int
 
 def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None,
                 nms_threshold: float = 0.6, max_detections: int = 100,
-                **kwargs) -> Detections:
+                nms_method: str = 'greedy', soft_nms_sigma: float = 0.5,
+                soft_nms_min_score: float = 0.001, **kwargs) -> Detections:
   """`postprocess_image` over a batch; `clip_sizes` [B, 2] optional unpadded (h, w); keyword
-  arguments as `_candidates` (strides, thresholds, ...) plus the NMS settings.
+  arguments as `_candidates` (strides, thresholds, ...) plus the NMS settings: `nms_method`
+  'greedy' (`class_wise_nms`) or Soft-NMS 'linear' / 'gaussian' (`class_wise_soft_nms`).
 
   The candidates are found per image (`vmap`), the NMS loop runs over the whole batch at once.
   """
@@ -211,7 +260,9 @@ def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None
   cand = jax.vmap(lambda c, r, t, cs: _candidates(c, r, t, cs, image_size=tuple(image_size),
                                                   **kwargs))(
       cls_logits, bbox_reg, centerness, clip_sizes)
-  return _detections(cand, nms_threshold=nms_threshold, max_detections=max_detections)
+  return _detections(cand, nms_threshold=nms_threshold, max_detections=max_detections,
+                     nms_method=nms_method, soft_nms_sigma=soft_nms_sigma,
+                     soft_nms_min_score=soft_nms_min_score)
 
 
 def postprocess_kwargs(config) -> dict:
@@ -224,4 +275,6 @@ def postprocess_kwargs(config) -> dict:
               pre_nms_top_n=int(p.pre_nms_top_n),
               tpu_top_k_recall=float(p.tpu_top_k_recall), nms_threshold=float(p.nms_threshold),
               max_detections=int(p.max_detections), sqrt_score=bool(p.sqrt_score),
-              drop_outside=bool(p.drop_outside))
+              drop_outside=bool(p.drop_outside), nms_method=str(p.nms_method),
+              soft_nms_sigma=float(p.soft_nms_sigma),
+              soft_nms_min_score=float(p.soft_nms_min_score))

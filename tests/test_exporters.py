@@ -136,6 +136,28 @@ def test_detections_match_the_jax_model(exported, fmt):
     assert_same_detections(as_arrays(got), as_arrays(want))
 
 
+@pytest.mark.parametrize('method,formats', [('linear', ('onnx',)),
+                                             ('gaussian', ('stablehlo',) + FORMATS)])
+def test_soft_nms_exports_in_every_format(tmp_path, method, formats):
+  """Soft-NMS runs in the exported loop of each format: the exports' detections are the in-process
+  model's, whose scores are decayed where greedy NMS would have removed the box."""
+  config, model, variables, cats = tiny_config.random_detector()
+  config.postprocess.nms_threshold = 0.05  # the random model's top boxes seldom overlap more
+  greedy = serving.Detector.from_model(config, model, variables, cats)
+  config.postprocess.nms_method = method
+  reference = serving.Detector.from_model(config, model, variables, cats)
+  shape = reference.shapes[0]
+  images, sizes = batch_inputs(np.random.default_rng(4), shape, 2)
+  want, hard = reference(images, sizes), greedy(images, sizes)
+  assert (want['num_valid'] > 0).all()
+  assert not np.array_equal(want['classes'], hard['classes'])
+  for fmt in formats:
+    folder = str(tmp_path / fmt)
+    meta = export.export_detector(config, model, variables, folder, cats, fmt)
+    assert meta['postprocess']['nms_method'] == method
+    assert_same_detections(serving.Detector(folder)(images, sizes), want)
+
+
 def as_arrays(dets):
   """detect()'s list of one image -> the batched arrays of `assert_same_detections`."""
   return {'num_valid': np.array([len(dets)]), 'valid': np.ones((1, len(dets)), bool),

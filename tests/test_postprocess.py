@@ -93,6 +93,71 @@ def test_nms_with_ties_and_identical_boxes():
   assert list(np.asarray(idx)[np.asarray(found)]) == [2, 1, 4]
 
 
+def soft_nms(boxes, scores, classes, method, nt, sigma, min_score):
+  """Soft-NMS from the paper's pseudocode (Bodla et al. 2017, Algorithm 1), per class: while B is
+  not empty, move the box M of highest score from B to D, rescore every b_i left in B of M's class
+  by f(iou(M, b_i)), drop those under min_score. Returns (index, score at selection), in order."""
+  left = {i: float(scores[i]) for i in range(len(scores)) if scores[i] >= min_score}
+  out = []
+  while left:
+    m = max(left, key=lambda i: (left[i], -i))  # ties: the lower index
+    out.append((m, left.pop(m)))
+    for i in list(left):
+      if classes[i] != classes[m]:
+        continue
+      ov = np_iou(boxes[m], boxes[i])
+      if method == 'linear':
+        left[i] *= (1 - ov) if ov > nt else 1.0
+      else:
+        left[i] *= math.exp(-ov * ov / sigma)
+      if left[i] < min_score:
+        del left[i]
+  return out
+
+
+@pytest.mark.parametrize('method,seed,num_classes', [('linear', 0, 1), ('gaussian', 1, 3),
+                                                     ('linear', 2, 4), ('gaussian', 3, 1)])
+def test_soft_nms_matches_the_papers_algorithm(method, seed, num_classes):
+  rng = np.random.default_rng(seed)
+  b, k = 2, 150
+  boxes = np.stack([random_boxes(rng, k, 60.0) for _ in range(b)])  # crowded: many decays
+  scores = rng.random((b, k)).astype(np.float32)
+  classes = rng.integers(0, num_classes, (b, k))
+  valid = rng.random((b, k)) < 0.9
+  nt, sigma, min_score, max_out = 0.3, 0.5, 0.05, 120
+  nms = jax.jit(lambda *a: postprocess.class_wise_soft_nms(
+      *a, method=method, iou_threshold=nt, sigma=sigma, min_score=min_score, max_output=max_out))
+  idx, found, kept = (np.asarray(x) for x in nms(boxes, scores, classes, valid))
+  assert idx.shape == found.shape == kept.shape == (b, max_out)
+  for row in range(b):
+    sel = [i for i in range(k) if valid[row, i]]
+    want = soft_nms(boxes[row][sel], scores[row][sel], classes[row][sel], method, nt, sigma,
+                    min_score)[:max_out]
+    greedy = greedy_nms(boxes[row][sel], scores[row][sel], classes[row][sel], nt)
+    assert len(want) > len(greedy)  # it keeps decayed overlaps that greedy NMS removes
+    assert list(idx[row][found[row]]) == [sel[i] for i, _ in want]
+    np.testing.assert_allclose(kept[row][found[row]], [v for _, v in want], rtol=1e-5)
+    assert (np.diff(kept[row][found[row]]) <= 0).all()
+    assert not found[row][len(want):].any()
+
+
+def test_soft_nms_keeps_disjoint_boxes_and_decays_overlaps():
+  """Hand-checkable: two boxes of IoU 0.5 and one far away; linear at Nt 0.3 gives the second
+  0.8 * (1 - 0.5), gaussian 0.8 * exp(-0.25 / 0.5); another class is never decayed."""
+  boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [50, 50, 60, 60], [0, 0, 10, 10]],
+                   np.float32)
+  scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+  classes = np.array([0, 0, 0, 1])
+  for method, second in (('linear', 0.4), ('gaussian', 0.8 * math.exp(-0.5))):
+    idx, found, kept = postprocess.class_wise_soft_nms(
+        boxes, scores, classes, np.ones(4, bool), method=method, iou_threshold=0.3, sigma=0.5,
+        min_score=0.001, max_output=4)
+    assert np.asarray(found).all()
+    got = dict(zip(np.asarray(idx).tolist(), np.asarray(kept).tolist()))
+    np.testing.assert_allclose([got[0], got[1], got[2], got[3]], [0.9, second, 0.7, 0.6],
+                               rtol=1e-6)
+
+
 def clipped_box(x, y, d, clip_size):
   box = [x - d[0], y - d[1], x + d[2], y + d[3]]
   return [min(max(box[0], 0), clip_size[1]), min(max(box[1], 0), clip_size[0]),
@@ -100,7 +165,8 @@ def clipped_box(x, y, d, clip_size):
 
 
 def reference_postprocess(cls_logits, reg, ctr, image_size, clip_size, *, norm, thr,
-                          on_combined, top_n, nms_thr, max_det, sqrt_score, drop_outside=False):
+                          on_combined, top_n, nms_thr, max_det, sqrt_score, drop_outside=False,
+                          nms_method='greedy'):
   """Straight from the definitions, one level and one candidate at a time. `drop_outside`:
   skip locations outside the clip size and boxes that clip to zero area, before the top-k."""
   h, w = image_size
@@ -130,15 +196,20 @@ def reference_postprocess(cls_logits, reg, ctr, image_size, clip_size, *, norm, 
       cand_scores.append(math.sqrt(score) if sqrt_score else score)
       cand_classes.append(c)
     start += fh * fw
+  if nms_method != 'greedy':
+    kept = soft_nms(np.array(cand_boxes), cand_scores, cand_classes, nms_method, nms_thr, 0.5,
+                    0.001)[:max_det]
+    return ([cand_boxes[k] for k, _ in kept], [v for _, v in kept],
+            [cand_classes[k] for k, _ in kept])
   keep = greedy_nms(np.array(cand_boxes), cand_scores, cand_classes, nms_thr)[:max_det]
   return ([cand_boxes[k] for k in keep], [cand_scores[k] for k in keep],
           [cand_classes[k] for k in keep])
 
 
-@pytest.mark.parametrize('norm,on_combined,sqrt_score', [(False, False, True),
-                                                          (True, True, True),
-                                                          (True, False, False)])
-def test_postprocess_matches_reference(norm, on_combined, sqrt_score):
+@pytest.mark.parametrize('norm,on_combined,sqrt_score,nms_method', [
+    (False, False, True, 'greedy'), (True, True, True, 'greedy'), (True, False, False, 'greedy'),
+    (False, False, True, 'linear'), (True, False, True, 'gaussian')])
+def test_postprocess_matches_reference(norm, on_combined, sqrt_score, nms_method):
   rng = np.random.default_rng(11)
   image_size, clip, num_classes = (96, 128), (90, 100), 3
   n = sum(math.ceil(96 / s) * math.ceil(128 / s) for s in STRIDES)
@@ -146,13 +217,13 @@ def test_postprocess_matches_reference(norm, on_combined, sqrt_score):
   reg = rng.uniform(0.5, 3 if norm else 30, (n, 4)).astype(np.float32)
   ctr = rng.normal(0, 1, n).astype(np.float32)
   kw = dict(score_threshold=0.3, threshold_on_combined=on_combined, pre_nms_top_n=20,
-            nms_threshold=0.5, max_detections=15, sqrt_score=sqrt_score)
+            nms_threshold=0.5, max_detections=15, sqrt_score=sqrt_score, nms_method=nms_method)
   fn = jax.jit(lambda c, r, t, cs: postprocess.postprocess_image(
       c, r, t, image_size=image_size, clip_size=cs, strides=STRIDES, norm_reg_targets=norm, **kw))
   det = jax.tree_util.tree_map(np.asarray, fn(cls_logits, reg, ctr, np.array(clip, np.float32)))
   want_boxes, want_scores, want_classes = reference_postprocess(
       cls_logits, reg, ctr, image_size, clip, norm=norm, thr=0.3, on_combined=on_combined,
-      top_n=20, nms_thr=0.5, max_det=15, sqrt_score=sqrt_score)
+      top_n=20, nms_thr=0.5, max_det=15, sqrt_score=sqrt_score, nms_method=nms_method)
   k = len(want_scores)
   assert 5 <= k <= 15
   assert det.num_valid == k and det.valid[:k].all() and not det.valid[k:].any()

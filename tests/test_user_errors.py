@@ -68,6 +68,8 @@ def data_flags(shapes_tfds):
     ('--config.data.min_sizes=(64,128)', ['config.data.max_size = 96', 'data.min_sizes (64, 128)']),
     ('--config.log_every=0', ['config.log_every = 0']),
     ('--config.model.dtype=float16', ['config.model.dtype']),
+    ('--config.postprocess.nms_method=soft', ["config.postprocess.nms_method = 'soft'",
+                                              "'linear', 'gaussian'"]),
 ])
 def test_train_config_mistakes_stop_before_anything_is_written(tmp_path, override, needles):
   out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}', override)

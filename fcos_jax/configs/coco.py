@@ -54,6 +54,12 @@ def get_postprocess_config() -> ml_collections.ConfigDict:
   # the exact top-k there too); CPUs and GPUs always take the exact one.
   p.tpu_top_k_recall = 0.99
   p.nms_threshold = 0.6
+  # 'greedy' NMS (official, torchvision) or Soft-NMS (Bodla et al. 2017): 'linear' decays the
+  # scores of same-class overlaps above nms_threshold by 1 - IoU, 'gaussian' all of them by
+  # exp(-IoU^2 / sigma); a box decayed below soft_nms_min_score is dropped.
+  p.nms_method = 'greedy'
+  p.soft_nms_sigma = 0.5
+  p.soft_nms_min_score = 0.001
   p.max_detections = 100
   p.sqrt_score = True              # final score sqrt(cls * centerness)
   # Locations whose centre lies outside the unpadded image, and boxes clipped to zero area,

@@ -1,7 +1,7 @@
 """Config checks run before anything is compiled or written: each failure is a `ConfigError`
 naming the key and the allowed values, so a typo costs a second, not a run."""
 
-from fcos_jax import losses, optim, points, trackers
+from fcos_jax import losses, optim, points, postprocess, trackers
 from fcos_jax.data import categories, input_pipeline
 from fcos_jax.errors import ConfigError
 from fcos_jax.evaluation.scoring import STAT_NAMES
@@ -84,6 +84,10 @@ def validate(config) -> None:
   _check(0 < p.nms_threshold <= 1, 'postprocess.nms_threshold', p.nms_threshold,
          'must be in (0, 1]')
   _positive_int(config, 'postprocess.max_detections')
+  _one_of(p.nms_method, postprocess.NMS_METHODS, 'postprocess.nms_method')
+  _check(p.soft_nms_sigma > 0, 'postprocess.soft_nms_sigma', p.soft_nms_sigma, 'must be > 0')
+  _check(0 <= p.soft_nms_min_score < 1, 'postprocess.soft_nms_min_score', p.soft_nms_min_score,
+         'must be in [0, 1)')
   _positive_int(config, 'postprocess.pre_nms_top_n')
   _check(0 < p.tpu_top_k_recall <= 1, 'postprocess.tpu_top_k_recall', p.tpu_top_k_recall,
          'must be in (0, 1] (1 = the exact top-k)')
