@@ -265,6 +265,27 @@ def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None
                      soft_nms_min_score=soft_nms_min_score)
 
 
+def merge_detections(parts: Sequence[Detections], *, clip_sizes, nms_threshold: float = 0.6,
+                     max_detections: int = 100, nms_method: str = 'greedy',
+                     soft_nms_sigma: float = 0.5, soft_nms_min_score: float = 0.001,
+                     **unused) -> Detections:
+  """One set of detections from several of the same images (test-time views mapped back to the
+  same pixels): their rows side by side, boxes clipped to `clip_sizes` [B, 2] (h, w), then the
+  class-wise NMS of the settings once more (as detectron2's and mmdetection's TTA merge)."""
+  del unused  # the candidate settings of `postprocess_kwargs`
+  cat = lambda name: jnp.concatenate([getattr(d, name) for d in parts], axis=-1)
+  boxes = jnp.concatenate([d.boxes for d in parts], axis=-2)
+  clip = jnp.asarray(clip_sizes, jnp.float32)
+  upper = jnp.stack([clip[:, 1], clip[:, 0], clip[:, 1], clip[:, 0]], axis=-1)[:, None]
+  boxes = jnp.minimum(jnp.maximum(boxes, 0.0), upper)
+  valid = cat('valid') & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+  cand = _Candidates(boxes, jnp.where(valid, cat('scores'), 0.0), cat('classes'), valid,
+                     cat('class_probs'))
+  return _detections(cand, nms_threshold=nms_threshold, max_detections=max_detections,
+                     nms_method=nms_method, soft_nms_sigma=soft_nms_sigma,
+                     soft_nms_min_score=soft_nms_min_score)
+
+
 def postprocess_kwargs(config) -> dict:
   """Static postprocess settings of a config (`config.model` and `config.postprocess`)."""
   m, p = config.model, config.postprocess

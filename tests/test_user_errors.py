@@ -414,7 +414,22 @@ def test_predict_export_mistakes(export_dir, tmp_path):
     (edited / 'metadata.json').write_text(json.dumps(bad))
     out = run('predict.py', f'--export={edited}', f'--out={tmp_path / "o"}', f'--image={image}')
     assert_one_line_error(out, *needles)
+  out = run('predict.py', f'--export={export_dir}', f'--out={tmp_path / "o"}', f'--image={image}',
+            '--tta=flip')
+  assert_one_line_error(out, '--tta with --export', 'export.py --tta')
   assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('program', ['evaluate.py', 'predict.py', 'export.py'])
+def test_a_tta_that_cannot_work_is_one_line_before_loading(program, tmp_path):
+  extra = []
+  if program == 'predict.py':
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / 'a.png')
+    extra = [f'--image={tmp_path / "a.png"}']
+  out = run(program, f'--config={TINY}', f'--workdir={tmp_path / "none"}',
+            f'--out={tmp_path / "o"}', '--tta=flip,scales=0.5:12', *extra)
+  assert_one_line_error(out, "--tta 'flip,scales=0.5:12'", 'outside')
+  assert not (tmp_path / 'o').exists() and not (tmp_path / 'none').exists()
 
 
 def test_verbose_shows_the_traceback(tmp_path):

@@ -217,6 +217,21 @@ def define_weights_flags() -> None:
                       'fcos-import-torchvision).')
 
 
+def define_tta_flag() -> None:
+  """--tta: test-time augmentation views merged inside the compiled program."""
+  flags.DEFINE_string('tta', None, 'Test-time augmentation: flip and/or scales=S1:S2 (comma-'
+                      'separated, e.g. flip,scales=0.8:1.2; scale 1 always runs); the views '
+                      "are merged with the config's NMS (postprocess.nms_method).")
+
+
+def tta_spec():
+  """--tta as a `fcos_jax.tta.Spec` (None without it); a spec that cannot work is a UserError."""
+  if not FLAGS.tta:
+    return None
+  from fcos_jax import tta
+  return tta.parse(FLAGS.tta)
+
+
 def weights_step():
   """--step as the loaders take it: None (latest), an int, or 'best'."""
   value = FLAGS.step

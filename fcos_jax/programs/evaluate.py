@@ -6,6 +6,7 @@
   python evaluate.py --config configs/coco.py --detections results.json [--annotations ...]
   python evaluate.py ... --oracle_centerness       # also with the ground-truth centerness
   python evaluate.py ... --analysis DIR            # calibration, PR curves, confusion, pictures
+  python evaluate.py ... --tta flip,scales=0.8:1.2  # test-time augmentation, merged by NMS
 
 Restores a checkpoint (the latest by default), runs the jitted model + postprocess over the split
 on all local devices (and every process of a multi-process run), maps detections back to the
@@ -39,6 +40,7 @@ _ORACLE = flags.DEFINE_bool('oracle_centerness', False, 'Also evaluate with the 
                             'centerness of every location instead of the predicted one.')
 _ANALYSIS = flags.DEFINE_string('analysis', None, 'Write the error analysis (score-vs-IoU, PR '
                                 'curves, confusion matrix, pictures) into this folder.')
+cli.define_tta_flag()
 cli.define_distributed_flags()
 cli.define_compilation_cache_flag()
 flags.mark_flag_as_required('config')
@@ -85,17 +87,26 @@ def main(argv):
     return
   if not (FLAGS.workdir or FLAGS.params):
     raise errors.UserError('--workdir (with checkpoints), --params or --detections is required')
+  tta = cli.tta_spec()
+  if tta and _ORACLE.value:
+    raise errors.UserError('--tta and --oracle_centerness: the oracle has no augmented views; '
+                           'run them separately')
   model, variables, step = cli.load_weights(config)
   logging.info('evaluating checkpoint of step %s on split %r', step, split)
   out_dir = _OUT.value or FLAGS.workdir or FLAGS.params
   tag = f'offline_eval_{step}' + ('_raw_weights' if FLAGS.raw_weights and config.ema_decay
                                   else '')
+  predict_fn = None
+  if tta:
+    from fcos_jax import inference
+    predict_fn = inference.make_predict_fn(config, model, tta)
+    tag += '_tta_' + str(tta).replace(',', '_').replace('=', '').replace(':', '-')
   metrics = evaluation.evaluate(config, model, variables, workdir=out_dir, split=split,
                                 annotations=_ANNOTATIONS.value, tag=tag,
                                 progress=True, class_prob=bool(_ANALYSIS.value),
-                                keep_outputs=bool(_ANALYSIS.value))
+                                keep_outputs=bool(_ANALYSIS.value), predict_fn=predict_fn)
   if jax.process_index() == 0:
-    print(f'checkpoint step {step}, split {split!r}')
+    print(f'checkpoint step {step}, split {split!r}' + (f', TTA {tta}' if tta else ''))
     print_metrics(metrics)
   if _ORACLE.value:
     from fcos_jax.analysis import oracle_centerness

@@ -2,7 +2,7 @@
 
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
-      [--format stablehlo|onnx|savedmodel] [--overwrite]
+      [--format stablehlo|onnx|savedmodel] [--overwrite] [--tta flip,scales=0.8:1.2]
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
 (normalization, model, decode, top-k, NMS; static output shapes; dynamic batch) in the chosen
@@ -28,6 +28,7 @@ _FORMAT = flags.DEFINE_enum('format', 'stablehlo', list(exporters.FORMATS),
                             'stablehlo: jax.export (needs JAX); onnx: jax2onnx (onnxruntime, '
                             'TensorRT); savedmodel: jax2tf (TensorFlow, TF Serving).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
+cli.define_tta_flag()
 flags.mark_flags_as_required(['config', 'out'])
 
 
@@ -44,9 +45,10 @@ def main(argv):
   if os.path.exists(out) and not os.path.isdir(out):
     raise errors.UserError(f'--out {out} is a file, not a directory')
   exporters.require(_FORMAT.value)
+  tta = cli.tta_spec()
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
-  meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value)
+  meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value, tta)
   size = sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(out) for f in files)
   print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}): '

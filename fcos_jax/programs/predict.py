@@ -4,6 +4,9 @@
       --out OUT_DIR [--min_score 0.3] [--batch_size 8] [--annotations instances.json]
   python predict.py --config configs/coco_torchvision.py --params weights/fcos_tv --image ...
   python predict.py --config configs/shapes.py --workdir /tmp/shapes [--step N] --image ...
+      [--tta flip,scales=0.8:1.2]      # test-time augmentation (an export has its own: export.py)
+  python predict.py --export EXPORT_DIR --image big.jpg --out OUT --slice 640 --overlap 0.2
+      [--slice_full]                   # large images: tiles merged across borders
 
 Inputs are image or video files, folders (searched recursively) and globs; a video's frames
 are detected and drawn into OUT_DIR/<name>.mp4, its detections keyed '<path>#<frame>'. The
@@ -52,13 +55,24 @@ _EXIF = flags.DEFINE_bool('exif_orientation', True, 'Turn images upright by thei
                           'score against them).')
 _MAX_PIXELS = flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Skip images of '
                                    'more pixels than this (decompression bombs).')
+cli.define_tta_flag()
+_SLICE = flags.DEFINE_integer('slice', 0, 'Sliced inference for large images: square tiles of '
+                              'this many px (0: off), merged across tiles.')
+_OVERLAP = flags.DEFINE_float('overlap', 0.2, 'With --slice: the fraction of a tile shared with '
+                              'its neighbour.')
+_SLICE_FULL = flags.DEFINE_bool('slice_full', False, 'With --slice: also detect on the whole '
+                                'image at its normal size (large objects), merged with the tiles.')
 flags.mark_flags_as_required(['out'])
 FLAGS = flags.FLAGS
 
 
 def load_detector():
   from fcos_jax import errors, serving
+  tta = cli.tta_spec()
   if _EXPORT.value:
+    if tta:
+      raise errors.UserError(f'--tta with --export {_EXPORT.value}: an export runs the TTA it was '
+                             'exported with (export.py --tta); or predict from --workdir/--params')
     return serving.Detector(_EXPORT.value)
   if not _CONFIG.value or not (FLAGS.workdir or FLAGS.params):
     raise errors.UserError('give --export EXPORT_DIR, or --config with --workdir or --params')
@@ -73,7 +87,7 @@ def load_detector():
     cats = categories.Categories(tuple(range(1, k + 1)), tuple(f'class_{i}' for i in range(k)))
     logging.warning('dataset %r is not here: classes are named class_0..class_%d, category ids '
                     '1..%d', config.data.dataset, k - 1, k)
-  return serving.Detector.from_model(config, model, variables, cats)
+  return serving.Detector.from_model(config, model, variables, cats, tta)
 
 
 def draw(image, dets):
@@ -81,6 +95,14 @@ def draw(image, dets):
   shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
   scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
   return visualize.draw_detections(image, shown, scale=scale)
+
+
+def detect_images(detector, images):
+  """Detections of each image: in batches, or tile by tile with --slice."""
+  if not _SLICE.value:
+    return detector.detect_many(images, _BATCH.value)
+  return [detector.detect_sliced(image, _SLICE.value, _OVERLAP.value, full=_SLICE_FULL.value,
+                                 batch_size=_BATCH.value) for image in images]
 
 
 def predict_video(detector, path: str, out: str, detections) -> int:
@@ -93,7 +115,7 @@ def predict_video(detector, path: str, out: str, detections) -> int:
 
   def flush():
     nonlocal count
-    for frame, dets in zip(frames, detector.detect_many(frames, _BATCH.value)):
+    for frame, dets in zip(frames, detect_images(detector, frames)):
       detections[f'{path}#{count}'] = dets
       writer.write(np.asarray(draw(frame, dets)))
       count += 1
@@ -122,6 +144,9 @@ def main(argv):
   outputs = input_files.output_paths(inputs, _OUT.value)
   input_files.check_outputs(inputs, outputs, _OUT.value, _OVERWRITE.value)
   ids = input_files.image_ids(inputs, _ANNOTATIONS.value)
+  if _SLICE.value:
+    from fcos_jax.serving import slicing
+    slicing.check_settings(_SLICE.value, _OVERLAP.value)
   from tqdm import tqdm
   from fcos_jax.evaluation import coco_data
   cli.enable_compilation_cache()
@@ -146,7 +171,7 @@ def main(argv):
       except errors.DataError as e:
         bar.write(f'skipped: {e}')
         skipped.append(path)
-    for path, image, dets in zip(chunk, images, detector.detect_many(images, _BATCH.value)):
+    for path, image, dets in zip(chunk, images, detect_images(detector, images)):
       detections[path] = dets
       results += [dict(coco_data.coco_result(ids[path], d['category_id'], d['bbox'],
                                              d['score']), file_name=path)

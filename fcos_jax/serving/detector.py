@@ -34,10 +34,10 @@ class Detector:
   preprocessed batches, or `Detector(dir).detect(image)` on one original uint8 RGB image."""
 
   @classmethod
-  def from_model(cls, config, model, variables, categories) -> 'Detector':
+  def from_model(cls, config, model, variables, categories, tta=None) -> 'Detector':
     """The same interface over an in-process model (a training workdir or params checkpoint),
-    with the export's preprocessing and outputs."""
-    detect = jax.jit(export.detection_fn(config, model))
+    with the export's preprocessing and outputs (`tta`: a `fcos_jax.tta.Spec`)."""
+    detect = jax.jit(export.detection_fn(config, model, tta))
 
     def program(images, image_sizes):
       out = detect(variables, jnp.asarray(images, jnp.uint8), jnp.asarray(image_sizes, jnp.int32))
@@ -45,8 +45,8 @@ class Detector:
 
     self = cls.__new__(cls)
     shapes = sizes.eval_shapes(config.data)
-    self.metadata = export.export_metadata(config, categories,
-                                    [{'height': h, 'width': w} for h, w in shapes], 'in-process')
+    self.metadata = export.export_metadata(
+        config, categories, [{'height': h, 'width': w} for h, w in shapes], 'in-process', tta)
     self.models = {shape: program for shape in shapes}
     self.class_names = self.metadata['class_names']
     self.category_ids = self.metadata['category_ids']
@@ -121,6 +121,14 @@ class Detector:
         for row, i in enumerate(chunk):
           results[i] = self._to_original(out, row, images[i].shape[:2], prepared[i][1])
     return results
+
+  def detect_sliced(self, image: np.ndarray, size: int, overlap: float = 0.2, *,
+                    full: bool = False, batch_size: int = 8) -> List[Dict[str, Any]]:
+    """`detect` of a large image from overlapping `size` px tiles (and, with `full`, the whole
+    image too), merged across tiles (`fcos_jax.serving.slicing`)."""
+    from fcos_jax.serving import slicing
+    return slicing.detect_sliced(self.detect_many, image, size, overlap, full=full,
+                                 batch_size=batch_size)
 
   def _to_original(self, out, row: int, hw, resized_hw) -> List[Dict[str, Any]]:
     sx, sy = hw[1] / resized_hw[1], hw[0] / resized_hw[0]

@@ -28,9 +28,10 @@ from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import sizes
 from fcos_jax.exporters import contract
 
-def detection_fn(config, model) -> Callable[..., Dict[str, jax.Array]]:
-  """The exported function: (variables, uint8 images [B,H,W,3], int32 sizes [B,2]) -> outputs."""
-  predict = inference.make_predict_fn(config, model)
+def detection_fn(config, model, tta=None) -> Callable[..., Dict[str, jax.Array]]:
+  """The exported function: (variables, uint8 images [B,H,W,3], int32 sizes [B,2]) -> outputs;
+  `tta`: a `fcos_jax.tta.Spec` whose views run and merge inside it."""
+  predict = inference.make_predict_fn(config, model, tta)
 
   def fn(variables, images, image_sizes):
     det = predict(variables, images, image_sizes)
@@ -45,16 +46,17 @@ def inference_variables(variables) -> Dict[str, Any]:
 
 
 def export_detector(config, model, variables, out_dir: str, categories,
-                    fmt: str = 'stablehlo') -> Dict[str, Any]:
+                    fmt: str = 'stablehlo', tta=None) -> Dict[str, Any]:
   """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
   into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
-  class of every model output."""
+  class of every model output; `tta`: test-time augmentation built into the artifact."""
   writer = exporters.module(fmt)
   os.makedirs(out_dir, exist_ok=True)
   shapes = sizes.eval_shapes(config.data)
   metadata = export_metadata(config, categories,
-                             [{'height': h, 'width': w} for h, w in shapes], fmt)
-  metadata['models'] = writer.write(detection_fn(config, model), inference_variables(variables),
+                             [{'height': h, 'width': w} for h, w in shapes], fmt, tta)
+  metadata['models'] = writer.write(detection_fn(config, model, tta),
+                                    inference_variables(variables),
                                     shapes, out_dir, metadata)
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)
@@ -69,7 +71,7 @@ REQUIRED_METADATA = ('models', 'preprocessing', 'class_names', 'category_ids')
 
 
 def export_metadata(config, categories, files: List[Dict[str, Any]],
-                    fmt: str = 'stablehlo') -> Dict[str, Any]:
+                    fmt: str = 'stablehlo', tta=None) -> Dict[str, Any]:
   """What a consumer needs beside the programs: shapes, preprocessing, class names and ids."""
   d = config.data
   class_ids = [int(i) for i in categories_lib.model_class_ids(config.model, categories)]
@@ -92,6 +94,8 @@ def export_metadata(config, categories, files: List[Dict[str, Any]],
                                 'normalization happens inside the exported function'},
       'torchvision_exact': False,
       'postprocess': dict(config.postprocess),
+      # Test-time augmentation inside the programs ('none', 'flip', 'flip,scales=0.8:1.2').
+      'tta': str(tta) if tta is not None else 'none',
       'class_names': [names.get(i, 'N/A') for i in class_ids],
       'category_ids': list(class_ids),
   }
