@@ -166,3 +166,30 @@ def test_predict_skips_a_bomb_writes_the_rest_and_applies_exif(export_dir, tmp_p
   assert_one_line_error(run('predict.py', f'--export={export_dir}',
                             f'--image={tmp_path / "in" / "bomb.png"}',
                             f'--out={tmp_path / "out2"}'), 'none of the 1 inputs')
+
+
+def test_predict_slices_a_large_image_as_the_detector_does(tmp_path):
+  """predict.py --slice through the real command: the detections of `Detector.detect_sliced`,
+  inside the image, more than the whole-image pass gives; an impossible setting is one line."""
+  from fcos_jax import serving
+  from fcos_jax.serving import export
+  from tests import tiny_config
+  config, model, variables, cats = tiny_config.random_detector()
+  folder = str(tmp_path / 'export')
+  export.export_detector(config, model, variables, folder, cats)
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+  Image.fromarray(image).save(tmp_path / 'big.png')
+  out = run('predict.py', f'--export={folder}', f'--image={tmp_path / "big.png"}',
+            f'--out={tmp_path / "out"}', '--slice=128', '--overlap=0.25', '--draw_scale=1')
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.load(open(tmp_path / 'out' / 'detections.json'))[str(tmp_path / 'big.png')]
+  detector = serving.Detector(folder)
+  want = detector.detect_sliced(image, 128, 0.25)
+  assert len(got) == len(want) > len(detector.detect(image))
+  np.testing.assert_allclose([d['bbox'] for d in got], [d['bbox'] for d in want], atol=1e-3)
+  boxes = np.array([d['bbox'] for d in got])
+  assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 500).all() and (boxes[:, [1, 3]] <= 300).all()
+  assert_one_line_error(run('predict.py', f'--export={folder}', f'--image={tmp_path / "big.png"}',
+                            f'--out={tmp_path / "out2"}', '--slice=16'), '--slice 16')
+  assert not (tmp_path / 'out2').exists()

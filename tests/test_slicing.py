@@ -42,21 +42,30 @@ def det(box, score, label=0):
   return {'bbox': list(map(float, box)), 'score': score, 'label': label}
 
 
-def test_merge_joins_a_cut_piece_with_the_whole_box_of_another_tile():
+def test_merge_keeps_the_whole_box_over_a_better_scoring_cut_piece():
   dets = [det([100, 10, 140, 40], 0.9),   # tile 1: whole
           det([100, 10, 120, 40], 0.95),  # tile 0: cut at its border x = 120
-          det([105, 12, 118, 30], 0.8),   # tile 0: another object inside, same tile: kept
-          det([100, 10, 140, 40], 0.7, label=1)]  # another class: kept
-  out = slicing.merge(dets, [1, 0, 0, 1])
-  assert [d['bbox'] for d in out] == [[100, 10, 140, 40], [105, 12, 118, 30], [100, 10, 140, 40]]
-  assert [d['score'] for d in out] == [0.95, 0.8, 0.7]
-  assert [d['label'] for d in out] == [0, 0, 1]
+          det([105, 12, 118, 30], 0.8),   # tile 1: a box inside, same tile: kept
+          det([100, 10, 140, 40], 0.7, label=1),  # another class: kept
+          det([200, 10, 220, 40], 0.6)]   # tile 0: a cut piece that nothing covers: kept
+  out = slicing.merge(dets, [1, 0, 1, 1, 0], [False, True, False, False, True])
+  assert [d['bbox'] for d in out] == [[100, 10, 140, 40], [105, 12, 118, 30], [100, 10, 140, 40],
+                                      [200, 10, 220, 40]]
+  assert [d['score'] for d in out] == [0.9, 0.8, 0.7, 0.6]
+  assert [d['label'] for d in out] == [0, 0, 1, 0]
 
 
 def test_merge_keeps_disjoint_boxes_and_the_empty_case():
-  assert slicing.merge([], []) == []
+  assert slicing.merge([], [], []) == []
   dets = [det([0, 0, 10, 10], 0.5), det([20, 0, 30, 10], 0.6)]
-  assert len(slicing.merge(dets, [0, 1])) == 2
+  assert len(slicing.merge(dets, [0, 1], [False, False])) == 2
+
+
+def test_a_box_is_cut_only_at_borders_inside_the_image():
+  tile, hw = (0, 100, 200, 300), (200, 300)  # touches the image's top, bottom and right
+  assert slicing.is_cut([100.5, 50, 150, 60], tile, hw, 1.0)       # at x0 = 100, inside
+  assert not slicing.is_cut([102, 0, 300, 200], tile, hw, 1.0)     # only image borders
+  assert not slicing.is_cut([110, 50, 150, 60], tile, hw, 1.0)
 
 
 class BlobDetector:
@@ -134,12 +143,12 @@ def test_slicing_finds_the_small_objects_without_duplicates_at_tile_borders():
 
 
 def test_the_full_image_pass_adds_what_no_tile_holds_whole():
-  """An object larger than any tile is only cut pieces in the tiles; --slice_full brings the
-  whole-image box, which absorbs the pieces."""
+  """An object larger than any tile is only cut pieces in the tiles (kept: nothing better covers
+  them); --slice_full brings the whole-image box, which replaces the pieces."""
   image = np.full((1200, 1600, 3), 20, np.uint8)
   image[200:1000, 300:1300] = 200
   detector = BlobDetector()
   pieces = slicing.detect_sliced(detector.detect_many, image, 400, 0.2)
   full = slicing.detect_sliced(detector.detect_many, image, 400, 0.2, full=True)
-  assert max(iou(d['bbox'], [300, 200, 1300, 1000]) for d in pieces) < 0.9 or len(pieces) > 1
+  assert len(pieces) > 1 and max(iou(d['bbox'], [300, 200, 1300, 1000]) for d in pieces) < 0.5
   assert len(full) == 1 and iou(full[0]['bbox'], [300, 200, 1300, 1000]) > 0.95

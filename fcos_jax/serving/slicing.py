@@ -1,14 +1,17 @@
 """Sliced inference for large images (as sahi does): overlapping square tiles of one size run in
-batches through the same compiled shape, their boxes move back to the image, and the pieces of
-one object found by several tiles merge into one box.
+batches through the same compiled shape, their boxes move back to the image, and an object seen
+by several tiles keeps one box.
 
-Merging follows sahi's default (greedy non-maximum merging, intersection over the smaller box,
-0.5): the best box takes every box of its class from another tile (or the full-image pass) that
-overlaps it by more than the threshold of the smaller one's area, grows to their union and keeps
-its score; the grown box matches again until nothing more joins (sahi matches once, which leaves
-the pieces of an object larger than a tile apart). An object cut by a tile border is whole in the
-next tile when it fits in the overlap, and its cut piece then lies inside the whole box (IoS 1),
-so one box remains.
+Tiles step by size x (1 - overlap), so an object no longer than the overlap lies whole in some
+tile. A box that touches a tile border inside the image is likely a cut piece: merging takes
+the whole boxes first (best first), then the pieces, and drops a box whose intersection with a
+kept box of its class from another tile (or the full-image pass) exceeds half the smaller box
+(sahi's match, IoS 0.5). A piece with nothing whole over it stays (an object larger than the
+overlap: --slice_full adds the whole-image pass, whose boxes are never pieces).
+
+sahi instead grows the best box to the union of its matches; measured on the demo model's
+tiles, growing through low-score matches merged neighbouring objects and lost recall
+(docs/inference.md).
 """
 
 from typing import Any, Callable, Dict, List, Sequence, Tuple
@@ -56,36 +59,48 @@ def _ios(box, boxes):
   return iw * ih / np.maximum(np.minimum(area, areas), 1e-9)
 
 
-def merge(dets: List[Dict[str, Any]], sources: Sequence[int],
-          threshold: float = MERGE_THRESHOLD) -> List[Dict[str, Any]]:
-  """Greedy non-maximum merging across sources (tiles): best first, each box absorbs the boxes
-  of its class from other sources whose intersection over the smaller box exceeds `threshold`
-  (boxes of one source already went through the model's NMS), growing to their union and
-  matching again while boxes join. Returns new dicts in that order."""
+def merge(dets: List[Dict[str, Any]], sources: Sequence[int], cut: Sequence[bool],
+          threshold: float = MERGE_THRESHOLD, cell: float = 512.0) -> List[Dict[str, Any]]:
+  """Boxes kept from several tiles: whole boxes best first, then `cut` ones best first; a box is
+  dropped when a kept box of its class from another source covers more than `threshold` of the
+  smaller one (boxes of one source already went through the model's NMS). Boxes are compared
+  only with those sharing a `cell` px square of a grid (a 4000x3000 image gives ~10^5 tile
+  boxes: all pairs would be ~10^10)."""
   if not dets:
     return []
-  order = sorted(range(len(dets)), key=lambda i: -dets[i]['score'])
+  order = sorted(range(len(dets)), key=lambda i: (bool(cut[i]), -dets[i]['score']))
   boxes = np.array([dets[i]['bbox'] for i in order], np.float64)
   labels = np.array([dets[i]['label'] for i in order])
   src = np.array([sources[i] for i in order])
-  taken = np.zeros(len(order), bool)
-  out = []
+  span = np.floor(np.maximum(boxes, 0) / cell).astype(int)  # grid cells x0, y0, x1, y1
+  grid: Dict[Tuple[int, int], List[int]] = {}
+  for k, (gx0, gy0, gx1, gy1) in enumerate(span):
+    for gy in range(gy0, gy1 + 1):
+      for gx in range(gx0, gx1 + 1):
+        grid.setdefault((gx, gy), []).append(k)
+  grid_arrays = {key: np.array(v) for key, v in grid.items()}
+  alive = np.ones(len(order), bool)
+  kept = []
   for k in range(len(order)):
-    if taken[k]:
+    if not alive[k]:
       continue
-    taken[k] = True
-    box = boxes[k].copy()
-    while True:  # the grown box may take pieces that the first one did not reach
-      match = (~taken & (labels == labels[k]) & (src != src[k]) &
-               (_ios(box, boxes) > threshold))
-      if not match.any():
-        break
-      taken |= match
-      group = boxes[match]
-      box[:2] = np.minimum(box[:2], group[:, :2].min(0))
-      box[2:] = np.maximum(box[2:], group[:, 2:].max(0))
-    out.append(dict(dets[order[k]], bbox=[float(v) for v in box]))
-  return out
+    kept.append(order[k])
+    alive[k] = False
+    gx0, gy0, gx1, gy1 = span[k]
+    cells = [grid_arrays[(gx, gy)] for gy in range(gy0, gy1 + 1) for gx in range(gx0, gx1 + 1)]
+    near = cells[0] if len(cells) == 1 else np.unique(np.concatenate(cells))
+    near = near[alive[near] & (labels[near] == labels[k]) & (src[near] != src[k])]
+    if len(near):
+      alive[near[_ios(boxes[k], boxes[near]) > threshold]] = False
+  return sorted((dets[i] for i in kept), key=lambda d: -d['score'])
+
+
+def is_cut(bbox, tile, hw: Tuple[int, int], margin: float) -> bool:
+  """Whether a box (image pixels) touches, within `margin`, a border of its tile (y0, x0, y1, x1)
+  that is not the image's border."""
+  y0, x0, y1, x1 = tile
+  return ((x0 > 0 and bbox[0] - x0 < margin) or (y0 > 0 and bbox[1] - y0 < margin) or
+          (x1 < hw[1] and x1 - bbox[2] < margin) or (y1 < hw[0] and y1 - bbox[3] < margin))
 
 
 def detect_sliced(detect_many: Callable[..., List[List[Dict[str, Any]]]], image: np.ndarray,
@@ -97,14 +112,19 @@ def detect_sliced(detect_many: Callable[..., List[List[Dict[str, Any]]]], image:
   boxes_of = tiles(image.shape[:2], size, overlap)
   crops = [np.ascontiguousarray(image[y0:y1, x0:x1]) for y0, x0, y1, x1 in boxes_of]
   found = detect_many(crops, batch_size)
-  dets, sources = [], []
-  for t, ((y0, x0, _, _), tile_dets) in enumerate(zip(boxes_of, found)):
+  margin = max(1.0, size / 128)  # a pixel of the tile at the demo's input size
+  dets, sources, cut = [], [], []
+  for t, (tile, tile_dets) in enumerate(zip(boxes_of, found)):
+    y0, x0 = tile[:2]
     for d in tile_dets:
       x_0, y_0, x_1, y_1 = d['bbox']
-      dets.append(dict(d, bbox=[x_0 + x0, y_0 + y0, x_1 + x0, y_1 + y0]))
+      box = [x_0 + x0, y_0 + y0, x_1 + x0, y_1 + y0]
+      dets.append(dict(d, bbox=box))
       sources.append(t)
+      cut.append(is_cut(box, tile, image.shape[:2], margin))
   if full and len(boxes_of) > 1:
     for d in detect_many([image], 1)[0]:
       dets.append(d)
       sources.append(len(boxes_of))
-  return merge(dets, sources, threshold)
+      cut.append(False)
+  return merge(dets, sources, cut, threshold, cell=float(size))
