@@ -400,7 +400,7 @@ def test_evaluate_and_export_restore_the_workdir(reference_run, data_dir, tmp_pa
                         f'--out={tmp_path / "export_tf"}', '--format=savedmodel'], cwd=ROOT,
                        env=env(), capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-4000:]
-  assert '(savedmodel): saved_model;' in out.stdout
+  assert '(savedmodel, float32): saved_model;' in out.stdout
   assert os.path.exists(tmp_path / 'export_tf' / 'saved_model' / 'saved_model.pb')
 
 

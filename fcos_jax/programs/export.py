@@ -3,6 +3,7 @@
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
       [--format stablehlo|onnx|savedmodel] [--overwrite] [--tta flip,scales=0.8:1.2]
+      [--format onnx --precision int8 --calibration_images 64]
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
 (normalization, model, decode, top-k, NMS; static output shapes; dynamic batch) in the chosen
@@ -29,6 +30,11 @@ _FORMAT = flags.DEFINE_enum('format', 'stablehlo', list(exporters.FORMATS),
                             'TensorRT); savedmodel: jax2tf (TensorFlow, TF Serving).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
 cli.define_tta_flag()
+_PRECISION = flags.DEFINE_enum('precision', 'float32', ['float32', 'int8'], 'int8 (with --format '
+                               'onnx): convolutions quantized by onnxruntime, calibrated on '
+                               '--calibration_images of the training split.')
+_CALIBRATION = flags.DEFINE_integer('calibration_images', 64, 'Images that calibrate an int8 '
+                                    'export.')
 flags.mark_flags_as_required(['config', 'out'])
 
 
@@ -46,12 +52,22 @@ def main(argv):
     raise errors.UserError(f'--out {out} is a file, not a directory')
   exporters.require(_FORMAT.value)
   tta = cli.tta_spec()
+  calibration = None
+  if _PRECISION.value != 'float32':
+    if _FORMAT.value != 'onnx':
+      raise errors.UserError(f'--precision {_PRECISION.value} is an ONNX export: add '
+                             '--format onnx')
+    if _CALIBRATION.value < 1:
+      raise errors.UserError(f'--calibration_images {_CALIBRATION.value}: at least 1')
+    input_pipeline.get_builder(config.data)  # a missing dataset is one line before the export
+    calibration = export.calibration_feeds(config, _CALIBRATION.value)
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
-  meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value, tta)
+  meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value, tta,
+                                _PRECISION.value, calibration)
   size = sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(out) for f in files)
-  print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}): '
+  print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}, {_PRECISION.value}): '
         f'{", ".join(sorted({m["file"] for m in meta["models"]}))}; {size / 2**20:.1f} MiB in all')
 
 

@@ -19,7 +19,7 @@ measured difference).
 
 import json
 import os
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import jax
 
@@ -46,21 +46,65 @@ def inference_variables(variables) -> Dict[str, Any]:
 
 
 def export_detector(config, model, variables, out_dir: str, categories,
-                    fmt: str = 'stablehlo', tta=None) -> Dict[str, Any]:
+                    fmt: str = 'stablehlo', tta=None, precision: str = 'float32',
+                    calibration: Optional[Dict[Tuple[int, int], Iterable[Dict[str, Any]]]]
+                    = None) -> Dict[str, Any]:
   """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
   into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
-  class of every model output; `tta`: test-time augmentation built into the artifact."""
+  class of every model output; `tta`: test-time augmentation built into the artifact;
+  `precision` 'int8' (ONNX only): convolutions quantized from `calibration[shape]`'s feeds
+  (`calibration_feeds`)."""
   writer = exporters.module(fmt)
+  if precision != 'float32' and (fmt != 'onnx' or calibration is None):
+    raise ValueError(f'precision {precision!r} needs the onnx format and calibration feeds')
   os.makedirs(out_dir, exist_ok=True)
   shapes = sizes.eval_shapes(config.data)
   metadata = export_metadata(config, categories,
                              [{'height': h, 'width': w} for h, w in shapes], fmt, tta)
+  metadata['precision'] = precision
   metadata['models'] = writer.write(detection_fn(config, model, tta),
                                     inference_variables(variables),
                                     shapes, out_dir, metadata)
+  if precision == 'int8':
+    from fcos_jax.exporters import onnx_quantize
+    for m in metadata['models']:
+      path = os.path.join(out_dir, m['file'])
+      os.replace(path, path + '.float32')
+      try:
+        onnx_quantize.quantize_int8(path + '.float32', path,
+                                    calibration[(m['height'], m['width'])])
+      finally:
+        os.remove(path + '.float32')
   with open(os.path.join(out_dir, 'metadata.json'), 'w') as f:
     json.dump(metadata, f, indent=1)
   return metadata
+
+
+def calibration_feeds(config, num_images: int, split: Optional[str] = None,
+                      batch_size: int = 8) -> Dict[Tuple[int, int], List[Dict[str, Any]]]:
+  """{bucket shape: preprocessed batches} of up to `num_images` images per shape of the split
+  (default: the training split, so that the evaluation split stays unseen); read before any
+  file is written, so a shape without images is one error, not a half-written export."""
+  import tensorflow_datasets as tfds
+  from fcos_jax import errors
+  from fcos_jax.data import input_pipeline
+  split = split or config.data.train_split
+  shapes = sizes.eval_shapes(config.data)
+  feeds: Dict[Tuple[int, int], List[Dict[str, Any]]] = {tuple(s): [] for s in shapes}
+  counts = dict.fromkeys(feeds, 0)
+  for batch in tfds.as_numpy(input_pipeline.create_eval_dataset(config.data, batch_size,
+                                                                split=split)):
+    shape = tuple(batch['image'].shape[1:3])
+    if shape in feeds and counts[shape] < num_images:
+      feeds[shape].append({'images': batch['image'], 'image_sizes': batch['image_size']})
+      counts[shape] += int(batch['mask'].sum())
+    if all(c >= num_images for c in counts.values()):
+      break
+  empty = [f'{h}x{w}' for (h, w), c in counts.items() if not c]
+  if empty:
+    raise errors.DataError(f'split {split!r} of {config.data.dataset!r} has no image of the '
+                           f'{", ".join(empty)} input shape to calibrate an int8 export')
+  return feeds
 
 
 # The metadata.json format this code writes and reads; a change that old readers would misread
