@@ -45,3 +45,17 @@ def make_predict_fn(config, model,
     parts = [view(variables, images, image_sizes, s, f) for s, f in tta.views]
     return postprocess.merge_detections(parts, clip_sizes=image_sizes, **post_kw)
   return predict
+
+
+def make_dense_fn(config, model) -> Callable[..., Any]:
+  """(variables, images, image_sizes) -> (boxes [B, N, 4], scores [B, N, C]) of every location
+  (`postprocess.dense_detections`): the NMS-free export's function."""
+  post_kw = postprocess.postprocess_kwargs(config)
+  normalize = image_normalizer(config)
+
+  def dense(variables: Any, images, image_sizes):
+    out = model.apply(variables, normalize(images, image_sizes))
+    return postprocess.dense_detections(out['cls_logits'], out['bbox_reg'], out['centerness'],
+                                        image_size=images.shape[1:3], clip_sizes=image_sizes,
+                                        **post_kw)
+  return dense

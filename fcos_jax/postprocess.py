@@ -265,6 +265,32 @@ def postprocess(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes=None
                      soft_nms_min_score=soft_nms_min_score)
 
 
+def dense_detections(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes,
+                     strides: Sequence[int], location_mode: str = 'half',
+                     norm_reg_targets: bool = False, sqrt_score: bool = True,
+                     centerness_from_logits: bool = True, **unused):
+  """Boxes [B, N, 4] and final scores [B, N, C] of every location, before any threshold, top-k
+  or NMS (for a runtime's own NMS); scores 0 outside the unpadded image and on empty boxes."""
+  del unused  # the threshold, top-k and NMS settings of `postprocess_kwargs`
+  pts = points_lib.make_points(image_size, strides, location_mode)
+  xy = jnp.asarray(pts.xy)
+  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
+  prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+  ctr = centerness.astype(jnp.float32)
+  if centerness_from_logits:
+    ctr = jax.nn.sigmoid(ctr)
+  scores = prob * ctr[..., None]
+  if sqrt_score:
+    scores = jnp.sqrt(scores)
+  clip = jnp.asarray(clip_sizes, jnp.float32)
+  upper = jnp.stack([clip[:, 1], clip[:, 0], clip[:, 1], clip[:, 0]], axis=-1)[:, None]
+  boxes = jnp.minimum(jnp.maximum(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0),
+                      upper)
+  inside = (xy[None, :, 0] < clip[:, None, 1]) & (xy[None, :, 1] < clip[:, None, 0])
+  nonempty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+  return boxes, jnp.where((inside & nonempty)[..., None], scores, 0.0)
+
+
 def merge_detections(parts: Sequence[Detections], *, clip_sizes, nms_threshold: float = 0.6,
                      max_detections: int = 100, nms_method: str = 'greedy',
                      soft_nms_sigma: float = 0.5, soft_nms_min_score: float = 0.001,

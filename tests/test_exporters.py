@@ -379,7 +379,7 @@ def test_int8_onnx_quantizes_the_convolutions_and_keeps_the_detections(tmp_path)
   assert not np.array_equal(got['scores'], want['scores'])  # it is another model
 
 
-def test_int8_export_mistakes_are_one_line(tmp_path):
+def test_int8_and_nms_free_export_mistakes_are_one_line(tmp_path):
   from tests.test_user_errors import assert_one_line_error, run
   base = ('export.py', f'--config={ROOT}/tests/tiny_config.py', f'--params={tmp_path / "none"}',
           '--precision=int8')
@@ -388,4 +388,48 @@ def test_int8_export_mistakes_are_one_line(tmp_path):
   assert_one_line_error(run(*base, f'--out={tmp_path / "b"}', '--format=onnx',
                             f'--config.data.data_dir={tmp_path / "nodata"}',
                             '--config.data.synthetic=False'), 'not')
-  assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+  out = run('export.py', f'--config={ROOT}/tests/tiny_config.py', f'--params={tmp_path / "none"}',
+            f'--out={tmp_path / "c"}', '--nonms')
+  assert_one_line_error(out, '--nonms is an ONNX export', '--format onnx')
+  assert not any((tmp_path / d).exists() for d in 'abc')
+
+
+def test_nms_free_onnx_gives_every_locations_box_and_scores(tmp_path):
+  """--nonms: boxes and per-class scores of every location, against a numpy decode written from
+  the definitions (location (i s + s // 2, j s + s // 2), distances x stride, clipped; score
+  sqrt(sigmoid(cls) sigmoid(ctr)), 0 outside the unpadded image) on the JAX model's raw head."""
+  import onnxruntime as ort
+  config, model, variables, cats = tiny_config.random_detector()
+  m = config.model
+  assert m.location_mode == 'half' and m.norm_reg_targets and config.postprocess.sqrt_score
+  folder = str(tmp_path / 'raw')
+  meta = export.export_detector(config, model, variables, folder, cats, 'onnx', nms=False)
+  assert meta['nms'] is False and list(meta['outputs']) == ['boxes', 'scores']
+  shape = tuple(sizes_lib.eval_shapes(config.data)[0])
+  images, image_sizes = batch_inputs(np.random.default_rng(6), shape, 2)
+  session = ort.InferenceSession(os.path.join(folder, meta['models'][0]['file']),
+                                 providers=['CPUExecutionProvider'])
+  boxes, scores = session.run(['boxes', 'scores'], {'images': images,
+                                                    'image_sizes': image_sizes})
+  cls, reg, ctr = (np.asarray(x, np.float64) for x in
+                   jax.jit(raw_outputs_fn(config, model, variables))(images, image_sizes))
+  want_boxes, want_scores = np.zeros_like(boxes, np.float64), np.zeros_like(scores, np.float64)
+  sig = lambda x: 1 / (1 + np.exp(-x))
+  for b, (h, w) in enumerate(image_sizes):
+    n = 0
+    for s in m.strides:
+      for j in range(-(-shape[0] // s)):
+        for i in range(-(-shape[1] // s)):
+          x, y = i * s + s // 2, j * s + s // 2
+          d = reg[b, n] * s
+          box = np.clip([x - d[0], y - d[1], x + d[2], y + d[3]], 0, [w, h, w, h])
+          want_boxes[b, n] = box
+          if x < w and y < h and box[2] > box[0] and box[3] > box[1]:
+            want_scores[b, n] = np.sqrt(sig(cls[b, n]) * sig(ctr[b, n]))
+          n += 1
+    assert n == boxes.shape[1]
+  np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+  np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+  assert (scores == 0).any() and (scores > 0).mean() > 0.3  # both kinds of location
+  with pytest.raises(Exception, match='NMS-free export'):
+    serving.Detector(folder)

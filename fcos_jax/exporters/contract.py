@@ -15,6 +15,17 @@ OUTPUTS = {
     'num_valid': 'int32 [B]: number of detections (the first rows)',
 }
 
+# The NMS-free variant (export.py --nonms) for runtimes that add their own NMS (TensorRT's
+# EfficientNMS plugin takes exactly these two): every location of every level, no top-k.
+RAW_OUTPUT_KEYS = ('boxes', 'scores')
+RAW_OUTPUTS = {
+    'boxes': 'float32 [B, N, 4]: x0, y0, x1, y1 of every location (levels P3..P7, row-major), '
+             'in the pixels of the resized image, clipped to it',
+    'scores': 'float32 [B, N, C]: final score per class (sqrt(class x centerness) with '
+              'postprocess.sqrt_score); 0 where the location is outside the unpadded image or '
+              'its box is empty; no threshold applied',
+}
+
 # StableHLO (also inside SavedModels) is lowered for each, so that an export written on a CPU
 # machine serves on accelerators too.
 PLATFORMS = ('cpu', 'cuda', 'tpu')

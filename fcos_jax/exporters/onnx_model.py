@@ -104,7 +104,7 @@ def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
 
 def write(fn, variables, shapes, out_dir: str, metadata) -> List[Dict[str, Any]]:
   import onnx
-  keys = OUTPUT_KEYS
+  keys = tuple(metadata.get('outputs', OUTPUT_KEYS))  # the NMS-free variant names its own
   (batch,) = jax.export.symbolic_shape('batch')
   files = []
   for h, w in shapes:

@@ -3,7 +3,7 @@
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
       [--format stablehlo|onnx|savedmodel] [--overwrite] [--tta flip,scales=0.8:1.2]
-      [--format onnx --precision int8 --calibration_images 64]
+      [--format onnx --precision int8 --calibration_images 64] [--format onnx --nonms]
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
 (normalization, model, decode, top-k, NMS; static output shapes; dynamic batch) in the chosen
@@ -33,6 +33,9 @@ cli.define_tta_flag()
 _PRECISION = flags.DEFINE_enum('precision', 'float32', ['float32', 'int8'], 'int8 (with --format '
                                'onnx): convolutions quantized by onnxruntime, calibrated on '
                                '--calibration_images of the training split.')
+_NMS = flags.DEFINE_bool('nms', True, '--nonms (with --format onnx): boxes and scores of every '
+                         "location for a runtime's own NMS (TensorRT's EfficientNMS), no "
+                         'detections.')
 _CALIBRATION = flags.DEFINE_integer('calibration_images', 64, 'Images that calibrate an int8 '
                                     'export.')
 flags.mark_flags_as_required(['config', 'out'])
@@ -53,6 +56,8 @@ def main(argv):
   exporters.require(_FORMAT.value)
   tta = cli.tta_spec()
   calibration = None
+  if not _NMS.value and (_FORMAT.value != 'onnx' or tta):
+    raise errors.UserError('--nonms is an ONNX export without --tta: add --format onnx')
   if _PRECISION.value != 'float32':
     if _FORMAT.value != 'onnx':
       raise errors.UserError(f'--precision {_PRECISION.value} is an ONNX export: add '
@@ -64,7 +69,7 @@ def main(argv):
   model, variables, step = cli.load_weights(config)
   categories = input_pipeline.dataset_categories(config.data, coco_fallback=True)
   meta = export.export_detector(config, model, variables, out, categories, _FORMAT.value, tta,
-                                _PRECISION.value, calibration)
+                                _PRECISION.value, calibration, _NMS.value)
   size = sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(out) for f in files)
   print(f'exported checkpoint step {step} to {out} ({_FORMAT.value}, {_PRECISION.value}): '

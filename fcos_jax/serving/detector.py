@@ -65,6 +65,10 @@ class Detector:
       raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
                              f'{str(e)[:120]})') from None
     _check_metadata(self.metadata, path)
+    if self.metadata.get('nms') is False:
+      raise errors.DataError(f'{export_dir} is an NMS-free export (boxes and scores of every '
+                             'location, for a runtime\'s own NMS): export without --nonms to '
+                             'detect with it here')
     self.models = runner.load(export_dir, self.metadata)
     self.class_names: List[str] = self.metadata['class_names']
     self.category_ids: List[int] = self.metadata['category_ids']

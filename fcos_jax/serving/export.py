@@ -28,9 +28,16 @@ from fcos_jax.data import categories as categories_lib
 from fcos_jax.data import sizes
 from fcos_jax.exporters import contract
 
-def detection_fn(config, model, tta=None) -> Callable[..., Dict[str, jax.Array]]:
+def detection_fn(config, model, tta=None, nms: bool = True) -> Callable[..., Dict[str, jax.Array]]:
   """The exported function: (variables, uint8 images [B,H,W,3], int32 sizes [B,2]) -> outputs;
-  `tta`: a `fcos_jax.tta.Spec` whose views run and merge inside it."""
+  `tta`: a `fcos_jax.tta.Spec` whose views run and merge inside it; `nms` False: the NMS-free
+  outputs of `contract.RAW_OUTPUTS` instead of detections."""
+  if not nms:
+    dense = inference.make_dense_fn(config, model)
+
+    def raw(variables, images, image_sizes):
+      return dict(zip(contract.RAW_OUTPUT_KEYS, dense(variables, images, image_sizes)))
+    return raw
   predict = inference.make_predict_fn(config, model, tta)
 
   def fn(variables, images, image_sizes):
@@ -48,21 +55,25 @@ def inference_variables(variables) -> Dict[str, Any]:
 def export_detector(config, model, variables, out_dir: str, categories,
                     fmt: str = 'stablehlo', tta=None, precision: str = 'float32',
                     calibration: Optional[Dict[Tuple[int, int], Iterable[Dict[str, Any]]]]
-                    = None) -> Dict[str, Any]:
+                    = None, nms: bool = True) -> Dict[str, Any]:
   """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
   into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
   class of every model output; `tta`: test-time augmentation built into the artifact;
   `precision` 'int8' (ONNX only): convolutions quantized from `calibration[shape]`'s feeds
-  (`calibration_feeds`)."""
+  (`calibration_feeds`); `nms` False: the NMS-free variant (ONNX only; `contract.RAW_OUTPUTS`)."""
   writer = exporters.module(fmt)
   if precision != 'float32' and (fmt != 'onnx' or calibration is None):
     raise ValueError(f'precision {precision!r} needs the onnx format and calibration feeds')
+  if not nms and (fmt != 'onnx' or tta is not None):
+    raise ValueError('the NMS-free variant is an ONNX export without test-time augmentation')
   os.makedirs(out_dir, exist_ok=True)
   shapes = sizes.eval_shapes(config.data)
   metadata = export_metadata(config, categories,
                              [{'height': h, 'width': w} for h, w in shapes], fmt, tta)
   metadata['precision'] = precision
-  metadata['models'] = writer.write(detection_fn(config, model, tta),
+  if not nms:
+    metadata.update(nms=False, outputs=contract.RAW_OUTPUTS)
+  metadata['models'] = writer.write(detection_fn(config, model, tta, nms),
                                     inference_variables(variables),
                                     shapes, out_dir, metadata)
   if precision == 'int8':
