@@ -430,6 +430,12 @@ def test_a_tta_that_cannot_work_is_one_line_before_loading(program, tmp_path):
             f'--out={tmp_path / "o"}', '--tta=flip,scales=0.5:12', *extra)
   assert_one_line_error(out, "--tta 'flip,scales=0.5:12'", 'outside')
   assert not (tmp_path / 'o').exists() and not (tmp_path / 'none').exists()
+  if program == 'evaluate.py':
+    (tmp_path / 'results.json').write_text('[]')
+    out = run(program, f'--config={TINY}', f'--detections={tmp_path / "results.json"}',
+              '--tta=flip')
+    assert_one_line_error(out, '--tta with --detections')
+    assert sorted(os.listdir(tmp_path)) == ['results.json']
 
 
 def test_verbose_shows_the_traceback(tmp_path):

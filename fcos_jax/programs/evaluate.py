@@ -74,6 +74,9 @@ def main(argv):
   from fcos_jax.evaluation import coco_data
   config = cli.get_config(_CONFIG)
   split = _SPLIT.value or config.data.eval_split
+  if _DETECTIONS.value and FLAGS.tta:
+    raise errors.UserError('--tta with --detections: a results file is scored as it is (run '
+                           'the model with --tta instead)')
   if _DETECTIONS.value:
     metrics = evaluation.score_results_file(config, _DETECTIONS.value, split=split,
                                             annotations=_ANNOTATIONS.value)
