@@ -58,3 +58,21 @@ def test_checkpoint_stall_measures_a_state_that_resumes_exactly(tmp_path):
   assert r['same_next_batch'] is True
   # The shuffle buffers hold encoded JPEGs: the state is at least a few of them.
   assert r['state_mb'] > 4 * r['image_mb'] and r['write_s'] > 0 and r['restore_s'] > 0
+
+
+def test_onnx_precision_times_exports_side_by_side(tmp_path):
+  """benchmarks/onnx_precision.py on one tiny export given twice: a row each, the second's
+  ratio to the first printed, the sizes equal."""
+  from fcos_jax.serving import export
+  from tests import tiny_config
+  config, model, variables, cats = tiny_config.random_detector()
+  export.export_detector(config, model, variables, str(tmp_path / 'e'), cats, 'onnx')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.onnx_precision', str(tmp_path / 'e'),
+                        str(tmp_path / 'e'), '--batches=1,2', '--rounds=2'], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [line for line in out.stdout.splitlines() if line.startswith(f'| {tmp_path}')]
+  assert len(rows) == 2 and all('| float32 |' in r for r in rows)
+  assert rows[0].split('|')[3] == rows[1].split('|')[3]  # MiB
+  assert '(1.00x)' in rows[0] and rows[1].count('x)') == 2
