@@ -14,6 +14,7 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+from benchmarks.bench_train_step import load_config  # noqa: E402
 from fcos_jax import inference, tta as tta_lib  # noqa: E402
 
 OPTIONS = {
@@ -24,14 +25,6 @@ OPTIONS = {
     'flip+scales': ({}, 'flip,scales=0.8:1.2'),
     'gaussian+flip': ({'nms_method': 'gaussian'}, 'flip'),
 }
-
-
-def load_config(path: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('config_module', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def measure(config_path: str, workdir: str, options, step=None):

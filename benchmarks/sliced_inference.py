@@ -19,7 +19,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
 
-from benchmarks.inference_options import load_config  # noqa: E402
+from benchmarks.bench_train_step import load_config  # noqa: E402
 
 CELL, COLS, ROWS = 125, 32, 24
 

@@ -133,6 +133,41 @@ def level_top_k(scores, k: int, recall: float = 1.0):
                           scores)
 
 
+def _clip(boxes, clip_hw):
+  """Boxes [..., K, 4] clipped to [0, w] x [0, h] of `clip_hw` [..., 2] (h, w)."""
+  clip_hw = jnp.asarray(clip_hw, jnp.float32)
+  # [..., 1, 4] rather than [..., 4]: explicit ranks keep the ONNX converter's broadcasting right.
+  upper = jnp.stack([clip_hw[..., 1], clip_hw[..., 0], clip_hw[..., 1], clip_hw[..., 0]],
+                    axis=-1)[..., None, :]
+  return jnp.minimum(jnp.maximum(boxes, 0.0), upper)
+
+
+def _scores(cls_logits, centerness, *, sqrt_score: bool, centerness_from_logits: bool):
+  """Class probabilities [N, C] and final scores [N, C] (cls x centerness, or its root)."""
+  prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+  ctr = centerness.astype(jnp.float32)
+  if centerness_from_logits:
+    ctr = jax.nn.sigmoid(ctr)
+  combined = prob * ctr[:, None]
+  return prob, jnp.sqrt(combined) if sqrt_score else combined
+
+
+def _every_location(bbox_reg, clip_size, pts, scale):
+  """Every location's clipped box [N, 4], and which locations are usable [N]: the centre inside
+  the unpadded image (h, w) = `clip_size` and the clipped box not empty."""
+  xy = jnp.asarray(pts.xy)
+  clip_size = jnp.asarray(clip_size, jnp.float32)
+  boxes = _clip(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), clip_size)
+  inside = (xy[:, 0] < clip_size[1]) & (xy[:, 1] < clip_size[0])
+  nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+  return boxes, inside & nonempty
+
+
+def _reg_scale(pts, norm_reg_targets: bool):
+  """What the regressed distances are multiplied by: the stride, or 1."""
+  return jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
+
+
 class _Candidates(NamedTuple):
   boxes: jnp.ndarray        # [P, 4] decoded, clipped
   scores: jnp.ndarray       # [P] final scores; 0 where not ok
@@ -156,26 +191,13 @@ def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
   """The per-level top-k candidates of one image (see `postprocess_image`)."""
   pts = points_lib.make_points(image_size, strides, location_mode)
   num_classes = cls_logits.shape[-1]
-  prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-  ctr = centerness.astype(jnp.float32)
-  if centerness_from_logits:
-    ctr = jax.nn.sigmoid(ctr)
-  combined = prob * ctr[:, None]
-  if sqrt_score:
-    combined = jnp.sqrt(combined)
+  prob, combined = _scores(cls_logits, centerness, sqrt_score=sqrt_score,
+                           centerness_from_logits=centerness_from_logits)
   passed = (combined if threshold_on_combined else prob) > score_threshold
 
-  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
-  clip_size = jnp.asarray(clip_size, jnp.float32)
-  # [1, 4] rather than [4]: explicit ranks keep the ONNX converter's broadcasting right.
-  upper = jnp.stack([clip_size[1], clip_size[0], clip_size[1], clip_size[0]])[None]
+  scale = _reg_scale(pts, norm_reg_targets)
   if drop_outside:  # every location's clipped box: [N, 4] is cheap next to [N, C] scores
-    xy = jnp.asarray(pts.xy)
-    all_boxes = jnp.minimum(
-        jnp.maximum(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0), upper)
-    inside = (xy[:, 0] < clip_size[1]) & (xy[:, 1] < clip_size[0])
-    nonempty = (all_boxes[:, 2] > all_boxes[:, 0]) & (all_boxes[:, 3] > all_boxes[:, 1])
-    passed = passed & (inside & nonempty)[:, None]
+    passed = passed & _every_location(bbox_reg, clip_size, pts, scale)[1][:, None]
 
   cand_loc, cand_cls, cand_score, cand_ok = [], [], [], []
   start = 0
@@ -197,8 +219,8 @@ def _candidates(cls_logits, bbox_reg, centerness, clip_size, *,
   cls = jnp.concatenate(cand_cls).astype(jnp.int32)
   ok = jnp.concatenate(cand_ok)
   score = jnp.where(ok, jnp.concatenate(cand_score), 0.0)
-  boxes = decode_boxes(bbox_reg.astype(jnp.float32)[loc], jnp.asarray(pts.xy)[loc], scale[loc])
-  boxes = jnp.minimum(jnp.maximum(boxes, 0.0), upper)
+  boxes = _clip(decode_boxes(bbox_reg.astype(jnp.float32)[loc], jnp.asarray(pts.xy)[loc],
+                            scale[loc]), clip_size)
   return _Candidates(boxes, score, cls, ok, prob[loc, cls])
 
 
@@ -273,22 +295,14 @@ def dense_detections(cls_logits, bbox_reg, centerness, *, image_size, clip_sizes
   or NMS (for a runtime's own NMS); scores 0 outside the unpadded image and on empty boxes."""
   del unused  # the threshold, top-k and NMS settings of `postprocess_kwargs`
   pts = points_lib.make_points(image_size, strides, location_mode)
-  xy = jnp.asarray(pts.xy)
-  scale = jnp.asarray(pts.stride if norm_reg_targets else np.ones_like(pts.stride))
-  prob = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-  ctr = centerness.astype(jnp.float32)
-  if centerness_from_logits:
-    ctr = jax.nn.sigmoid(ctr)
-  scores = prob * ctr[..., None]
-  if sqrt_score:
-    scores = jnp.sqrt(scores)
-  clip = jnp.asarray(clip_sizes, jnp.float32)
-  upper = jnp.stack([clip[:, 1], clip[:, 0], clip[:, 1], clip[:, 0]], axis=-1)[:, None]
-  boxes = jnp.minimum(jnp.maximum(decode_boxes(bbox_reg.astype(jnp.float32), xy, scale), 0.0),
-                      upper)
-  inside = (xy[None, :, 0] < clip[:, None, 1]) & (xy[None, :, 1] < clip[:, None, 0])
-  nonempty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-  return boxes, jnp.where((inside & nonempty)[..., None], scores, 0.0)
+  scale = _reg_scale(pts, norm_reg_targets)
+
+  def one(cls, reg, ctr, clip_size):
+    _, scores = _scores(cls, ctr, sqrt_score=sqrt_score,
+                        centerness_from_logits=centerness_from_logits)
+    boxes, usable = _every_location(reg, clip_size, pts, scale)
+    return boxes, jnp.where(usable[:, None], scores, 0.0)
+  return jax.vmap(one)(cls_logits, bbox_reg, centerness, jnp.asarray(clip_sizes, jnp.float32))
 
 
 def merge_detections(parts: Sequence[Detections], *, clip_sizes, nms_threshold: float = 0.6,
@@ -300,10 +314,7 @@ def merge_detections(parts: Sequence[Detections], *, clip_sizes, nms_threshold: 
   class-wise NMS of the settings once more (as detectron2's and mmdetection's TTA merge)."""
   del unused  # the candidate settings of `postprocess_kwargs`
   cat = lambda name: jnp.concatenate([getattr(d, name) for d in parts], axis=-1)
-  boxes = jnp.concatenate([d.boxes for d in parts], axis=-2)
-  clip = jnp.asarray(clip_sizes, jnp.float32)
-  upper = jnp.stack([clip[:, 1], clip[:, 0], clip[:, 1], clip[:, 0]], axis=-1)[:, None]
-  boxes = jnp.minimum(jnp.maximum(boxes, 0.0), upper)
+  boxes = _clip(jnp.concatenate([d.boxes for d in parts], axis=-2), clip_sizes)
   valid = cat('valid') & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
   cand = _Candidates(boxes, jnp.where(valid, cat('scores'), 0.0), cat('classes'), valid,
                      cat('class_probs'))

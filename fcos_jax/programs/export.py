@@ -19,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fcos_jax import exporters
+from fcos_jax.exporters import onnx_quantize
 from fcos_jax.programs import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
@@ -30,9 +31,10 @@ _FORMAT = flags.DEFINE_enum('format', 'stablehlo', list(exporters.FORMATS),
                             'TensorRT); savedmodel: jax2tf (TensorFlow, TF Serving).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
 cli.define_tta_flag()
-_PRECISION = flags.DEFINE_enum('precision', 'float32', ['float32', 'int8'], 'int8 (with --format '
-                               'onnx): convolutions quantized by onnxruntime, calibrated on '
-                               '--calibration_images of the training split.')
+_PRECISION = flags.DEFINE_enum('precision', 'float32', list(onnx_quantize.PRECISIONS),
+                               'int8 (with --format onnx): convolutions quantized by '
+                               'onnxruntime, calibrated on --calibration_images of the training '
+                               'split.')
 _NMS = flags.DEFINE_bool('nms', True, '--nonms (with --format onnx): boxes and scores of every '
                          "location for a runtime's own NMS (TensorRT's EfficientNMS), no "
                          'detections.')
