@@ -24,7 +24,9 @@ def make_predict_fn(config, model,
                                    **post_kw)
 
   if tta is None or len(tta.views) == 1:
-    return plain
+    def predict(variables: Any, images, image_sizes) -> postprocess.Detections:
+      return plain(variables, images, image_sizes)
+    return predict  # named 'predict': the compiled program's name in logs and the cache
 
   def view(variables, images, image_sizes, scale, flipped):
     factors = None
