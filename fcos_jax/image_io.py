@@ -4,6 +4,7 @@ applied on request, and every such change is reported to the caller, which count
 of more pixels than a limit (decompression bombs) are refused from their header, before any
 pixel is decoded."""
 
+import io
 import warnings
 from typing import Optional, Tuple
 
@@ -45,13 +46,14 @@ def exif_orientation(im: Image.Image) -> int:
     return 1
 
 
-def open_image(path: str) -> Image.Image:
+def open_image(path: str, data: Optional[bytes] = None) -> Image.Image:
   """The opened image (header read, pixels not yet), `DataError` naming the file if it is
-  missing, unreadable or above the pixel limit."""
+  missing, unreadable or above the pixel limit. With `data`, the file's bytes already read
+  (from a remote file system or a dataset), `path` only names it."""
   try:
     with warnings.catch_warnings():  # PIL warns between 1x and 2x its limit: refused below
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      im = Image.open(path)
+      im = Image.open(path if data is None else io.BytesIO(data))
   except FileNotFoundError:
     raise errors.DataError(f'{path}: no such file') from None
   except Image.DecompressionBombError as e:
@@ -77,12 +79,12 @@ def to_rgb8(im: Image.Image) -> Tuple[np.ndarray, Optional[str]]:
   return np.asarray(im.convert('RGB')), f'{im.mode} converted to RGB'
 
 
-def read_rgb8(path: str, apply_exif_orientation: bool = False
+def read_rgb8(path: str, apply_exif_orientation: bool = False, data: Optional[bytes] = None
               ) -> Tuple[np.ndarray, Optional[str]]:
-  """(uint8 RGB array, what was changed or None) of an image file, turned upright by its EXIF
-  orientation with `apply_exif_orientation`; `DataError` naming the file if it is missing,
-  not a readable image or above the pixel limit."""
-  with open_image(path) as im:
+  """(uint8 RGB array, what was changed or None) of an image file (or its bytes, `data`),
+  turned upright by its EXIF orientation with `apply_exif_orientation`; `DataError` naming
+  the file if it is missing, not a readable image or above the pixel limit."""
+  with open_image(path, data) as im:
     try:
       im.load()
       orientation = exif_orientation(im) if apply_exif_orientation else 1

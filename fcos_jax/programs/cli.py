@@ -224,6 +224,34 @@ def define_tta_flag() -> None:
                       "are merged with the config's NMS (postprocess.nms_method).")
 
 
+def define_prediction_flags() -> None:
+  """What predict.py and batch_predict.py read and write: the inputs, output folder, batch,
+  image reading, sliced inference and the drawn pictures."""
+  from fcos_jax import image_io
+  flags.DEFINE_multi_string('image', [], 'Image file(s), folder(s) or glob(s).')
+  flags.DEFINE_string('out', None, 'Output directory.')
+  flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
+  flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
+  flags.DEFINE_string('annotations', None, 'COCO file naming the inputs: image ids for the '
+                      'results.')
+  flags.DEFINE_integer('draw_scale', 0, 'Enlarge the picture this many times (0: enough for a '
+                       'longer side of at least 512 px).')
+  flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out folder (never over an '
+                    'input).')
+  flags.DEFINE_bool('exif_orientation', True, 'Turn images upright by their EXIF orientation '
+                    'before detecting (boxes are then in upright pixels; COCO\'s own boxes are '
+                    'in stored pixels: --noexif_orientation to score against them).')
+  flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Skip images of more pixels '
+                       'than this (decompression bombs).')
+  flags.DEFINE_integer('slice', 0, 'Sliced inference for large images: square tiles of this '
+                       'many px (0: off), merged across tiles.')
+  flags.DEFINE_float('overlap', 0.2, 'With --slice: the fraction of a tile shared with its '
+                     'neighbour.')
+  flags.DEFINE_bool('slice_full', False, 'With --slice: also detect on the whole image at its '
+                    'normal size (large objects), merged with the tiles.')
+  flags.mark_flags_as_required(['out'])
+
+
 def tta_spec():
   """--tta as a `fcos_jax.tta.Spec` (None without it); a spec that cannot work is a UserError."""
   if not FLAGS.tta:

@@ -39,30 +39,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of --workdir /
                                           lock_config=True)
 cli.define_weights_flags()
 cli.define_compilation_cache_flag()
-_IMAGES = flags.DEFINE_multi_string('image', [], 'Image file(s), folder(s) or glob(s).')
-_OUT = flags.DEFINE_string('out', None, 'Output directory.')
-_MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
-_BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
-_ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO file naming the inputs: image ids '
-                                   'for results.json.')
-_DRAW_SCALE = flags.DEFINE_integer('draw_scale', 0, 'Enlarge the picture this many times '
-                                   '(0: enough for a longer side of at least 512 px).')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out folder (never '
-                                'over an input).')
-_EXIF = flags.DEFINE_bool('exif_orientation', True, 'Turn images upright by their EXIF '
-                          'orientation before detecting (boxes are then in upright pixels; '
-                          "COCO's own boxes are in stored pixels: --noexif_orientation to "
-                          'score against them).')
-_MAX_PIXELS = flags.DEFINE_integer('max_pixels', image_io.DEFAULT_MAX_PIXELS, 'Skip images of '
-                                   'more pixels than this (decompression bombs).')
+cli.define_prediction_flags()
 cli.define_tta_flag()
-_SLICE = flags.DEFINE_integer('slice', 0, 'Sliced inference for large images: square tiles of '
-                              'this many px (0: off), merged across tiles.')
-_OVERLAP = flags.DEFINE_float('overlap', 0.2, 'With --slice: the fraction of a tile shared with '
-                              'its neighbour.')
-_SLICE_FULL = flags.DEFINE_bool('slice_full', False, 'With --slice: also detect on the whole '
-                                'image at its normal size (large objects), merged with the tiles.')
-flags.mark_flags_as_required(['out'])
 FLAGS = flags.FLAGS
 
 
@@ -91,18 +69,16 @@ def load_detector():
 
 
 def draw(image, dets):
-  from fcos_jax import visualize
-  shown = [d for d in dets if d['score'] >= _MIN_SCORE.value]
-  scale = _DRAW_SCALE.value or max(1, -(-512 // max(image.shape[:2])))
-  return visualize.draw_detections(image, shown, scale=scale)
+  from fcos_jax.serving import outputs
+  return outputs.picture(image, dets, FLAGS.min_score, FLAGS.draw_scale)
 
 
 def detect_images(detector, images):
   """Detections of each image: in batches, or tile by tile with --slice."""
-  if not _SLICE.value:
-    return detector.detect_many(images, _BATCH.value)
-  return [detector.detect_sliced(image, _SLICE.value, _OVERLAP.value, full=_SLICE_FULL.value,
-                                 batch_size=_BATCH.value) for image in images]
+  if not FLAGS.slice:
+    return detector.detect_many(images, FLAGS.batch_size)
+  return [detector.detect_sliced(image, FLAGS.slice, FLAGS.overlap, full=FLAGS.slice_full,
+                                 batch_size=FLAGS.batch_size) for image in images]
 
 
 def predict_video(detector, path: str, out: str, detections) -> int:
@@ -123,7 +99,7 @@ def predict_video(detector, path: str, out: str, detections) -> int:
   try:
     for frame in video_io.read_frames(path):
       frames.append(frame)
-      if len(frames) == _BATCH.value:
+      if len(frames) == FLAGS.batch_size:
         flush()
     flush()
   finally:
@@ -135,34 +111,34 @@ def main(argv):
   from fcos_jax import errors
   from fcos_jax.serving import inputs as input_files
   cli.no_arguments(argv)
-  image_io.set_pixel_limit(_MAX_PIXELS.value)
-  inputs, excluded = input_files.expand_inputs(_IMAGES.value, exclude=_OUT.value)
+  image_io.set_pixel_limit(FLAGS.max_pixels)
+  inputs, excluded = input_files.expand_inputs(FLAGS.image, exclude=FLAGS.out)
   if excluded:
-    print(f'{excluded} file(s) under --out {_OUT.value} not read as inputs (earlier outputs)')
+    print(f'{excluded} file(s) under --out {FLAGS.out} not read as inputs (earlier outputs)')
   if not inputs:
     raise errors.UserError('give at least one --image (a file, folder or glob)')
-  outputs = input_files.output_paths(inputs, _OUT.value)
-  input_files.check_outputs(inputs, outputs, _OUT.value, _OVERWRITE.value)
-  ids = input_files.image_ids(inputs, _ANNOTATIONS.value)
-  if _SLICE.value:
+  outputs = input_files.output_paths(inputs, FLAGS.out)
+  input_files.check_outputs(inputs, outputs, FLAGS.out, FLAGS.overwrite)
+  ids = input_files.image_ids(inputs, FLAGS.annotations)
+  if FLAGS.slice:
     from fcos_jax.serving import slicing
-    slicing.check_settings(_SLICE.value, _OVERLAP.value)
+    slicing.check_settings(FLAGS.slice, FLAGS.overlap)
   from tqdm import tqdm
-  from fcos_jax.evaluation import coco_data
+  from fcos_jax.serving import outputs as run_outputs
   cli.enable_compilation_cache()
   detector = load_detector()
   detections, results, skipped, changed = {}, [], [], 0
   bar = tqdm(total=len(inputs), unit='images', desc='detecting')
   start = time.perf_counter()
-  for first in range(0, len(inputs), _BATCH.value):
+  for first in range(0, len(inputs), FLAGS.batch_size):
     chunk, images = [], []
-    for path in inputs[first:first + _BATCH.value]:
+    for path in inputs[first:first + FLAGS.batch_size]:
       try:
         if path.lower().endswith(VIDEO_SUFFIXES):
           frames = predict_video(detector, path, outputs[path], detections)
           bar.write(f'{path}: {frames} frames -> {outputs[path]}')
           continue
-        image, change = image_io.read_rgb8(path, apply_exif_orientation=_EXIF.value)
+        image, change = image_io.read_rgb8(path, apply_exif_orientation=FLAGS.exif_orientation)
         if change:
           bar.write(f'{path}: {change}')
           changed += 1
@@ -173,24 +149,21 @@ def main(argv):
         skipped.append(path)
     for path, image, dets in zip(chunk, images, detect_images(detector, images)):
       detections[path] = dets
-      results += [dict(coco_data.coco_result(ids[path], d['category_id'], d['bbox'],
-                                             d['score']), file_name=path)
-                  # COCO scores boxes of positive size only (a box clipped flat at the border).
-                  for d in dets if d['bbox'][2] > d['bbox'][0] and d['bbox'][3] > d['bbox'][1]]
+      results += run_outputs.coco_rows(path, ids[path], dets)
       os.makedirs(os.path.dirname(outputs[path]), exist_ok=True)
       draw(image, dets).save(outputs[path])
-    bar.update(len(inputs[first:first + _BATCH.value]))
+    bar.update(len(inputs[first:first + FLAGS.batch_size]))
   bar.close()
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, 'detections.json'), 'w') as f:
+  os.makedirs(FLAGS.out, exist_ok=True)
+  with open(os.path.join(FLAGS.out, 'detections.json'), 'w') as f:
     json.dump(detections, f, indent=1)
-  with open(os.path.join(_OUT.value, 'results.json'), 'w') as f:
+  with open(os.path.join(FLAGS.out, 'results.json'), 'w') as f:
     json.dump(results, f)
   seconds = time.perf_counter() - start
   done = len(inputs) - len(skipped)
   print(f'{done} of {len(inputs)} inputs done in {seconds:.1f} s '
         f'({len(detections) / max(seconds, 1e-9):.1f} images/s, compiling included) -> '
-        f'{_OUT.value}' + (f'; {changed} converted on reading (listed above)' if changed else '')
+        f'{FLAGS.out}' + (f'; {changed} converted on reading (listed above)' if changed else '')
         + (f'; {len(skipped)} skipped: {", ".join(skipped)}' if skipped else ''))
   if not done:
     raise errors.DataError(f'none of the {len(inputs)} inputs could be read (listed above)')

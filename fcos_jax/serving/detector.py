@@ -13,8 +13,9 @@ from fcos_jax import errors, exporters
 from fcos_jax.data import sizes
 from fcos_jax.serving import export
 
-def _check_metadata(metadata: Dict[str, Any], path: str) -> None:
-  """An export this code can run: its format version and the keys `Detector` reads."""
+def check_metadata(metadata: Dict[str, Any], path: str) -> None:
+  """An export `Detector` can run (`DataError` naming `path` else): its format version, the
+  keys `Detector` reads, and detections (not an NMS-free export's raw outputs)."""
   if not isinstance(metadata, dict):
     raise errors.DataError(f'{path}: not an export\'s metadata (a JSON object)')
   if metadata.get('format') != export.FORMAT:
@@ -27,6 +28,10 @@ def _check_metadata(metadata: Dict[str, Any], path: str) -> None:
   if len(metadata['class_names']) != len(metadata['category_ids']):
     raise errors.DataError(f'{path}: {len(metadata["class_names"])} class_names but '
                            f'{len(metadata["category_ids"])} category_ids')
+  if metadata.get('nms') is False:
+    raise errors.DataError(f'{os.path.dirname(path) or "."} is an NMS-free export (boxes and '
+                           "scores of every location, for a runtime's own NMS): export without "
+                           '--nonms to detect with it here')
 
 
 class Detector:
@@ -64,11 +69,7 @@ class Detector:
     except Exception as e:  # noqa: BLE001 - a damaged export: name the file
       raise errors.DataError(f'{path}: damaged or missing export file ({type(e).__name__}: '
                              f'{str(e)[:120]})') from None
-    _check_metadata(self.metadata, path)
-    if self.metadata.get('nms') is False:
-      raise errors.DataError(f'{export_dir} is an NMS-free export (boxes and scores of every '
-                             'location, for a runtime\'s own NMS): export without --nonms to '
-                             'detect with it here')
+    check_metadata(self.metadata, path)
     self.models = runner.load(export_dir, self.metadata)
     self.class_names: List[str] = self.metadata['class_names']
     self.category_ids: List[int] = self.metadata['category_ids']
