@@ -11,7 +11,8 @@ from tests.test_trainer import ROOT, env
 
 # Each program and a flag of its own that its help must show.
 PROGRAMS = {
-    'train': 'workdir', 'evaluate': 'detections', 'export': 'format', 'predict': 'image',
+    'train': 'workdir', 'evaluate': 'detections', 'export': 'format', 'predict': 'export',
+    'batch_predict': 'split',
     'convert_coco': 'annotations', 'import_torchvision': 'download', 'assigner_stats': 'split',
     'synthetic_shapes': 'train', 'curves': 'out',
 }

@@ -182,14 +182,29 @@ def write_outputs(out_dir: str, tag: str, metrics: Dict[str, Any],
 
 
 def read_results_file(path: str) -> List[Dict[str, Any]]:
-  """A COCO results file (a JSON list of detections)."""
+  """A COCO results file (a JSON list of detections), or a glob of JSON-lines shards of them
+  (one detection per line: batch_predict.py's results-*.jsonl), on any TF file system."""
+  if any(c in path for c in '*?['):
+    shards = sorted(tf.io.gfile.glob(path))
+    if not shards:
+      raise DetectionsFileError(f'{path}: no results file matches')
+    return [r for shard in shards for r in read_results_file(shard)]
   if not tf.io.gfile.exists(path):
     raise DetectionsFileError(f'{path}: results file not found')
   with tf.io.gfile.GFile(path, 'rb') as f:
-    try:
-      results = json.loads(f.read().decode('utf-8-sig'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise DetectionsFileError(f'{path}: malformed JSON: {e}') from None
+    text = f.read().decode('utf-8-sig', errors='replace')
+  if path.endswith('.jsonl'):
+    results = []
+    for n, line in enumerate(text.splitlines(), 1):
+      try:
+        results += [json.loads(line)] if line.strip() else []
+      except json.JSONDecodeError as e:
+        raise DetectionsFileError(f'{path}: line {n}: malformed JSON: {e}') from None
+    return results
+  try:
+    results = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DetectionsFileError(f'{path}: malformed JSON: {e}') from None
   if not isinstance(results, list):
     raise DetectionsFileError(f'{path}: expected a JSON list of detections')
   return results

@@ -20,6 +20,7 @@ one (the paper's 36.6 -> 42.1 AP on COCO); --analysis writes the error analysis 
 """
 
 import os
+import re
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -33,7 +34,8 @@ _SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.ev
 _ANNOTATIONS = flags.DEFINE_string('annotations', None, 'COCO ground-truth JSON (default: built '
                                    'from the TFDS split).')
 _DETECTIONS = flags.DEFINE_string('detections', None, 'Score this COCO results file instead of '
-                                  'running a model.')
+                                  "running a model (or a glob of JSON-lines shards: "
+                                  "'OUT/results-*.jsonl' of batch_predict.py).")
 _OUT = flags.DEFINE_string('out', None, 'Where to write results (default: workdir, or the '
                            'folder of --detections).')
 _ORACLE = flags.DEFINE_bool('oracle_centerness', False, 'Also evaluate with the ground-truth '
@@ -84,6 +86,8 @@ def main(argv):
     # Named after the detections (results.json -> results_metrics.json): scoring two files in
     # one folder never writes over the other's metrics, nor over a model evaluation's.
     stem = os.path.splitext(os.path.basename(_DETECTIONS.value))[0]
+    # Shards 'results-*.jsonl' score as one file: results_metrics.json.
+    stem = re.sub(r'[-_.]*[*?[].*$', '', stem) or 'results'
     coco_data.write_outputs(out_dir, stem, metrics)
     print(f'metrics written to {os.path.join(out_dir, stem + "_metrics.json")}')
     print_metrics(metrics)
