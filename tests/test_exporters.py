@@ -379,6 +379,49 @@ def test_int8_onnx_quantizes_the_convolutions_and_keeps_the_detections(tmp_path)
   assert not np.array_equal(got['scores'], want['scores'])  # it is another model
 
 
+def test_float16_onnx_computes_in_half_precision_and_keeps_the_detections(tmp_path):
+  """float16 export: every Conv runs on float16 activations and weights stored in float16, the
+  outputs stay float32; the detections are the float32 export's but for float16 rounding."""
+  import onnx
+  config, model, variables, cats = tiny_config.random_detector()
+  shapes = sizes_lib.eval_shapes(config.data)
+  dirs = {}
+  for precision in ('float32', 'float16'):
+    dirs[precision] = str(tmp_path / precision)
+    assert export.export_detector(config, model, variables, dirs[precision], cats, 'onnx',
+                                  precision=precision)['precision'] == precision
+  half = onnx.TensorProto.FLOAT16
+  for m in json.load(open(os.path.join(dirs['float16'], 'metadata.json')))['models']:
+    proto = onnx.shape_inference.infer_shapes(
+        onnx.load(os.path.join(dirs['float16'], m['file'])))
+    graph = proto.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert convs and all(types[n.input[0]] == half and types[n.input[1]] == half for n in convs)
+    producers = {o: n for n in graph.node for o in n.output}
+    for conv in convs:  # weights stored in float16 (directly, or through a Transpose)
+      w = conv.input[1]
+      while w in producers:
+        w = producers[w].input[0]
+      assert types[w] == half, w
+    plain = onnx.load(os.path.join(dirs['float32'], m['file'])).graph
+    assert [(o.name, o.type.tensor_type.elem_type) for o in graph.output] == [
+        (o.name, o.type.tensor_type.elem_type) for o in plain.output]  # float32 boxes, scores
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    float_size = os.path.getsize(os.path.join(dirs['float32'], m['file']))
+    # Weights take half the bytes; the NMS loop and shapes take what they took.
+    assert os.path.getsize(os.path.join(dirs['float16'], m['file'])) < 0.7 * float_size
+  images, image_sizes = batch_inputs(np.random.default_rng(9), tuple(shapes[0]), 2)
+  want = serving.Detector(dirs['float32'])(images, image_sizes)
+  got = serving.Detector(dirs['float16'])(images, image_sizes)
+  np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
+  assert (got['num_valid'] > 0).all() and got['scores'].dtype == np.float32
+  assert np.abs(got['scores'] - want['scores']).max() < 0.01
+  assert not np.array_equal(got['scores'], want['scores'])  # it is another model
+
+
 def test_int8_and_nms_free_export_mistakes_are_one_line(tmp_path):
   from tests.test_user_errors import assert_one_line_error, run
   base = ('export.py', f'--config={ROOT}/tests/tiny_config.py', f'--params={tmp_path / "none"}',

@@ -73,6 +73,25 @@ def native_forms(fn):
   return wrapped
 
 
+def _keep_float16_weights(model) -> None:
+  """The converter widens a float16 kernel it transposes ahead of time to float32, and the
+  checker then refuses its float16 Conv: such weights (exactly float16 values) are stored in
+  float16 again. A float32 graph has none."""
+  import onnx_ir
+  for node in model.graph.all_nodes():
+    if node.op_type != 'Conv' or node.inputs[0].dtype != onnx_ir.DataType.FLOAT16:
+      continue
+    for v in node.inputs[1:]:
+      if v is None or v.const_value is None or v.dtype != onnx_ir.DataType.FLOAT:
+        continue
+      wide = v.const_value.numpy()
+      narrow = wide.astype(np.float16)
+      if not np.array_equal(narrow.astype(wide.dtype), wide):
+        raise ValueError(f'{v.name}: float32 weights of a float16 Conv')
+      v.const_value = onnx_ir.tensor(narrow, name=v.name)
+      v.dtype = onnx_ir.DataType.FLOAT16
+
+
 def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
   """A pure JAX function of arrays -> a checked `onnx.ModelProto` (shapes may be symbolic).
 
@@ -88,6 +107,7 @@ def to_onnx(fn, input_specs, output_names, name: str, opset: int = OPSET):
     model = convert(native_forms(fn), list(input_specs), model_name=name, opset=opset,
                     input_names=list(INPUT_NAMES[:len(input_specs)]),
                     output_names=list(output_names), return_mode='ir')
+  _keep_float16_weights(model)
   DeduplicateInitializersPass(size_limit=2**31)(model)
   # onnx_ir warns once per intermediate value without a recorded type (it skips writing its
   # value_info, which onnxruntime infers anyway): hundreds of lines for a ResNet.

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Iterator
 
 import numpy as np
 
-PRECISIONS = ('float32', 'int8')
+PRECISIONS = ('float32', 'float16', 'int8')
 
 
 def quantize_int8(src: str, dst: str, calibration: Iterable[Dict[str, np.ndarray]]) -> None:

@@ -3,7 +3,7 @@
   python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
       [--format stablehlo|onnx|savedmodel] [--overwrite] [--tta flip,scales=0.8:1.2]
-      [--format onnx --precision int8 --calibration_images 64] [--format onnx --nonms]
+      [--format onnx --precision float16 | int8 --calibration_images 64] [--format onnx --nonms]
 
 Writes, per padded input shape (aspect bucket), the preprocessed-image -> detections function
 (normalization, model, decode, top-k, NMS; static output shapes; dynamic batch) in the chosen
@@ -32,9 +32,10 @@ _FORMAT = flags.DEFINE_enum('format', 'stablehlo', list(exporters.FORMATS),
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --out directory.')
 cli.define_tta_flag()
 _PRECISION = flags.DEFINE_enum('precision', 'float32', list(onnx_quantize.PRECISIONS),
-                               'int8 (with --format onnx): convolutions quantized by '
-                               'onnxruntime, calibrated on --calibration_images of the training '
-                               'split.')
+                               'With --format onnx: float16 (the model computes and stores its '
+                               'weights in float16; decode and NMS stay float32) or int8 '
+                               '(convolutions quantized by onnxruntime, calibrated on '
+                               '--calibration_images of the training split).')
 _NMS = flags.DEFINE_bool('nms', True, '--nonms (with --format onnx): boxes and scores of every '
                          "location for a runtime's own NMS (TensorRT's EfficientNMS), no "
                          'detections.')
@@ -60,10 +61,10 @@ def main(argv):
   calibration = None
   if not _NMS.value and (_FORMAT.value != 'onnx' or tta):
     raise errors.UserError('--nonms is an ONNX export without --tta: add --format onnx')
-  if _PRECISION.value != 'float32':
-    if _FORMAT.value != 'onnx':
-      raise errors.UserError(f'--precision {_PRECISION.value} is an ONNX export: add '
-                             '--format onnx')
+  if _PRECISION.value != 'float32' and _FORMAT.value != 'onnx':
+    raise errors.UserError(f'--precision {_PRECISION.value} is an ONNX export: add '
+                           '--format onnx')
+  if _PRECISION.value == 'int8':
     if _CALIBRATION.value < 1:
       raise errors.UserError(f'--calibration_images {_CALIBRATION.value}: at least 1')
     input_pipeline.get_builder(config.data)  # a missing dataset is one line before the export

@@ -52,6 +52,17 @@ def inference_variables(variables) -> Dict[str, Any]:
                              'batch_stats': variables.get('batch_stats', {})})
 
 
+def half_precision(model, variables):
+  """(model, variables) computing in float16 with float16 weights: the converter then writes
+  a float16 graph directly (half the size), no graph rewrite. The head's outputs, decode and
+  NMS stay float32 (the model casts its outputs)."""
+  import jax.numpy as jnp
+  half = jax.tree_util.tree_map(
+      lambda x: x.astype(jnp.float16) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      variables)
+  return model.clone(dtype=jnp.float16), half
+
+
 def export_detector(config, model, variables, out_dir: str, categories,
                     fmt: str = 'stablehlo', tta=None, precision: str = 'float32',
                     calibration: Optional[Dict[Tuple[int, int], Iterable[Dict[str, Any]]]]
@@ -59,11 +70,16 @@ def export_detector(config, model, variables, out_dir: str, categories,
   """Writes the artifact in format `fmt` for every bucket shape of `config.data` (eval sizes)
   into out_dir; returns its metadata. `categories`: the dataset's `Categories`, to name the
   class of every model output; `tta`: test-time augmentation built into the artifact;
-  `precision` 'int8' (ONNX only): convolutions quantized from `calibration[shape]`'s feeds
+  `precision` (ONNX only) 'float16': the model computes and stores its weights in float16
+  (`half_precision`); 'int8': convolutions quantized from `calibration[shape]`'s feeds
   (`calibration_feeds`); `nms` False: the NMS-free variant (ONNX only; `contract.RAW_OUTPUTS`)."""
   writer = exporters.module(fmt)
-  if precision != 'float32' and (fmt != 'onnx' or calibration is None):
-    raise ValueError(f'precision {precision!r} needs the onnx format and calibration feeds')
+  if precision != 'float32' and fmt != 'onnx':
+    raise ValueError(f'precision {precision!r} is an ONNX export')
+  if precision == 'int8' and calibration is None:
+    raise ValueError('precision int8 needs calibration feeds')
+  if precision == 'float16':
+    model, variables = half_precision(model, variables)
   if not nms and (fmt != 'onnx' or tta is not None):
     raise ValueError('the NMS-free variant is an ONNX export without test-time augmentation')
   os.makedirs(out_dir, exist_ok=True)
