@@ -134,6 +134,20 @@ def test_a_missing_export_or_mixed_sources_are_one_line(tmp_path, export_dir):
   assert not (tmp_path / 'o').exists()
 
 
+def test_without_apache_beam_it_is_one_line_naming_the_extra(tmp_path):
+  import subprocess
+  import sys
+  from tests.test_user_errors import ROOT
+  hide = ('import sys, runpy; sys.modules["apache_beam"] = None; '  # as if not installed
+          'sys.argv = ["batch_predict.py"] + sys.argv[1:]; '
+          'runpy.run_path("batch_predict.py", run_name="__main__")')
+  out = subprocess.run([sys.executable, '-c', hide, f'--export={tmp_path}',
+                        f'--image={tmp_path}', f'--out={tmp_path / "o"}'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  assert_one_line_error(out, 'needs Apache Beam', 'fcos_jax[beam]')
+
+
 def test_an_export_is_copied_from_any_file_system(export_dir, tmp_path):
   """Workers copy an export from a URL through Beam's file systems; the same code on a local
   folder copies every file byte for byte."""

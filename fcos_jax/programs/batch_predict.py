@@ -66,9 +66,12 @@ def check_out(out: str, inputs, pictures) -> None:
 
 
 def main(argv):
+  import importlib.util
+  from fcos_jax import errors, image_io
+  if importlib.util.find_spec('apache_beam') is None:
+    raise errors.UserError('batch_predict.py needs Apache Beam: pip install "fcos_jax[beam]"')
   from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
   import apache_beam as beam
-  from fcos_jax import errors, image_io
   from fcos_jax.serving import batch_inference
   from fcos_jax.serving import inputs as input_files
   image_io.set_pixel_limit(FLAGS.max_pixels)
