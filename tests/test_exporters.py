@@ -336,22 +336,44 @@ def test_export_command_from_an_imported_torchvision_detector(tmp_path):
   assert (tmp_path / 'pred' / 'a.png').exists()
 
 
+def _random_detector_shapes():
+  return sizes_lib.eval_shapes(tiny_config.get_config().data)  # random_detector's data config
+
+
+def _float32_and(tmp_path, precision, calibration=None):
+  """{precision: ONNX export dir} of `tiny_config.random_detector` in float32 and `precision`."""
+  config, model, variables, cats = tiny_config.random_detector()
+  dirs = {}
+  for p in ('float32', precision):
+    dirs[p] = str(tmp_path / p)
+    meta = export.export_detector(config, model, variables, dirs[p], cats, 'onnx', precision=p,
+                                  calibration=calibration if p == 'int8' else None)
+    assert meta['precision'] == p
+  return dirs
+
+
+def _assert_scores_close_to_float32(dirs, precision):
+  """The random model's scores lie close together, so a small shift reorders its boxes: compare
+  the score profile (the demo's AP change is measured in docs/inference.md)."""
+  shape = tuple(json.load(open(os.path.join(dirs['float32'], 'metadata.json')))['models'][0][k]
+                for k in ('height', 'width'))
+  images, image_sizes = batch_inputs(np.random.default_rng(9), shape, 2)
+  want = serving.Detector(dirs['float32'])(images, image_sizes)
+  got = serving.Detector(dirs[precision])(images, image_sizes)
+  np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
+  assert (got['num_valid'] > 0).all() and got['scores'].dtype == np.float32
+  assert np.abs(got['scores'] - want['scores']).max() < 0.01
+  assert not np.array_equal(got['scores'], want['scores'])  # it is another model
+
+
 def test_int8_onnx_quantizes_the_convolutions_and_keeps_the_detections(tmp_path):
   """int8 export: every Conv takes int8 per-channel weights through QDQ, the NMS loop stays
   float; its scores are the float export's but for quantization's small shifts."""
   import onnx
-  config, model, variables, cats = tiny_config.random_detector()
-  shapes = sizes_lib.eval_shapes(config.data)
   rng = np.random.default_rng(8)
   calibration = {tuple(s): [dict(zip(('images', 'image_sizes'), batch_inputs(rng, tuple(s), 4)))
-                            for _ in range(2)] for s in shapes}
-  dirs = {}
-  for precision in ('float32', 'int8'):
-    dirs[precision] = str(tmp_path / precision)
-    meta = export.export_detector(config, model, variables, dirs[precision], cats, 'onnx',
-                                  precision=precision,
-                                  calibration=calibration if precision == 'int8' else None)
-    assert meta['precision'] == precision
+                            for _ in range(2)] for s in _random_detector_shapes()}
+  dirs = _float32_and(tmp_path, 'int8', calibration)
   assert sorted(os.listdir(dirs['int8'])) == sorted(os.listdir(dirs['float32']))  # no leftovers
   meta = json.load(open(os.path.join(dirs['int8'], 'metadata.json')))
   for m in meta['models']:
@@ -368,28 +390,14 @@ def test_int8_onnx_quantizes_the_convolutions_and_keeps_the_detections(tmp_path)
       assert onnx.numpy_helper.to_array(inits[weight.input[1]]).size == q.dims[0]  # per channel
     float_size = os.path.getsize(os.path.join(dirs['float32'], m['file']))
     assert os.path.getsize(os.path.join(dirs['int8'], m['file'])) < 0.6 * float_size
-  images, image_sizes = batch_inputs(np.random.default_rng(9), tuple(shapes[0]), 2)
-  want = serving.Detector(dirs['float32'])(images, image_sizes)
-  got = serving.Detector(dirs['int8'])(images, image_sizes)
-  # The random model's scores lie close together, so a small shift reorders its boxes: compare
-  # the score profile (the demo's AP change is measured in docs/export.md).
-  np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
-  assert (got['num_valid'] > 0).all()
-  assert np.abs(got['scores'] - want['scores']).max() < 0.01
-  assert not np.array_equal(got['scores'], want['scores'])  # it is another model
+  _assert_scores_close_to_float32(dirs, 'int8')
 
 
 def test_float16_onnx_computes_in_half_precision_and_keeps_the_detections(tmp_path):
   """float16 export: every Conv runs on float16 activations and weights stored in float16, the
   outputs stay float32; the detections are the float32 export's but for float16 rounding."""
   import onnx
-  config, model, variables, cats = tiny_config.random_detector()
-  shapes = sizes_lib.eval_shapes(config.data)
-  dirs = {}
-  for precision in ('float32', 'float16'):
-    dirs[precision] = str(tmp_path / precision)
-    assert export.export_detector(config, model, variables, dirs[precision], cats, 'onnx',
-                                  precision=precision)['precision'] == precision
+  dirs = _float32_and(tmp_path, 'float16')
   half = onnx.TensorProto.FLOAT16
   for m in json.load(open(os.path.join(dirs['float16'], 'metadata.json')))['models']:
     proto = onnx.shape_inference.infer_shapes(
@@ -413,13 +421,7 @@ def test_float16_onnx_computes_in_half_precision_and_keeps_the_detections(tmp_pa
     float_size = os.path.getsize(os.path.join(dirs['float32'], m['file']))
     # Weights take half the bytes; the NMS loop and shapes take what they took.
     assert os.path.getsize(os.path.join(dirs['float16'], m['file'])) < 0.7 * float_size
-  images, image_sizes = batch_inputs(np.random.default_rng(9), tuple(shapes[0]), 2)
-  want = serving.Detector(dirs['float32'])(images, image_sizes)
-  got = serving.Detector(dirs['float16'])(images, image_sizes)
-  np.testing.assert_array_equal(got['num_valid'], want['num_valid'])
-  assert (got['num_valid'] > 0).all() and got['scores'].dtype == np.float32
-  assert np.abs(got['scores'] - want['scores']).max() < 0.01
-  assert not np.array_equal(got['scores'], want['scores'])  # it is another model
+  _assert_scores_close_to_float32(dirs, 'float16')
 
 
 def test_int8_and_nms_free_export_mistakes_are_one_line(tmp_path):

@@ -113,7 +113,7 @@ def read_bytes(path: str) -> bytes:
   try:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
       return f.read()
-  except (OSError, IOError, beam.io.filesystem.BeamIOError) as e:
+  except (OSError, beam.io.filesystem.BeamIOError) as e:
     missing = isinstance(e, FileNotFoundError) or 'No such file' in str(e) or 'Not found' in str(e)
     raise errors.DataError(f'{path}: no such file' if missing else
                            f'{path}: cannot be read ({type(e).__name__})') from None
@@ -169,13 +169,18 @@ class DetectorHandler(inference_base.ModelHandler):
     return NAMESPACE
 
 
+def _skipped(reason: str):
+  """An input left out, counted, with its reason for skipped-*.txt."""
+  beam.metrics.Metrics.counter(NAMESPACE, 'skipped').inc()
+  return beam.pvalue.TaggedOutput('skipped', reason)
+
+
 def _decoded(key: Key, data: Optional[bytes], exif: bool):
-  """(key, image) of one input, or a TaggedOutput('skipped', reason); counts both."""
+  """(key, image) of one input, or its `_skipped` reason; a conversion is counted."""
   try:
     image, change = image_io.read_rgb8(key.name, exif, data=data)
   except errors.DataError as e:
-    beam.metrics.Metrics.counter(NAMESPACE, 'skipped').inc()
-    return beam.pvalue.TaggedOutput('skipped', str(e))
+    return _skipped(str(e))
   if change:
     beam.metrics.Metrics.counter(NAMESPACE, 'converted').inc()
     logging.info('%s: %s', key.name, change)
@@ -194,15 +199,12 @@ class ReadFile(beam.DoFn):
   def process(self, element: Tuple[str, int, str]):
     key = Key(*element)
     if key.name.lower().endswith(VIDEO_SUFFIXES):
-      beam.metrics.Metrics.counter(NAMESPACE, 'skipped').inc()
-      yield beam.pvalue.TaggedOutput('skipped', f'{key.name}: a video (predict.py detects '
-                                     'videos frame by frame)')
+      yield _skipped(f'{key.name}: a video (predict.py detects videos frame by frame)')
       return
     try:
       data = read_bytes(key.name)
     except errors.DataError as e:
-      beam.metrics.Metrics.counter(NAMESPACE, 'skipped').inc()
-      yield beam.pvalue.TaggedOutput('skipped', str(e))
+      yield _skipped(str(e))
       return
     yield _decoded(key, data, self._settings.exif_orientation)
 
@@ -257,13 +259,9 @@ class DrawPicture(beam.DoFn):
       im.save(f, format='PNG')
 
 
-def shard_prefix(out: str, name: str) -> str:
-  return join(out, name)
-
-
 def existing_shards(out: str) -> List[str]:
   """The shard files of an earlier run in `out` (what --overwrite replaces)."""
-  patterns = [shard_prefix(out, name) + '-*-of-*' + suffix for name, suffix in SHARDS]
+  patterns = [join(out, name) + '-*-of-*' + suffix for name, suffix in SHARDS]
   return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
 
@@ -287,11 +285,11 @@ def detect(pipeline: beam.Pipeline, export_dir: str, out: str, settings: Setting
   handler = inference_base.KeyedModelHandler(DetectorHandler(export_dir, settings))
   detected = read.images | 'Detect' >> inference_base.RunInference(handler)
   (detected | 'ResultRows' >> beam.FlatMap(result_lines)
-   | 'WriteResults' >> beam.io.WriteToText(shard_prefix(out, 'results'), '.jsonl'))
+   | 'WriteResults' >> beam.io.WriteToText(join(out, 'results'), '.jsonl'))
   (detected | 'DetectionRows' >> beam.Map(detection_line)
-   | 'WriteDetections' >> beam.io.WriteToText(shard_prefix(out, 'detections'), '.jsonl'))
+   | 'WriteDetections' >> beam.io.WriteToText(join(out, 'detections'), '.jsonl'))
   (read.skipped
-   | 'WriteSkipped' >> beam.io.WriteToText(shard_prefix(out, 'skipped'), '.txt'))
+   | 'WriteSkipped' >> beam.io.WriteToText(join(out, 'skipped'), '.txt'))
   if picture_dir or any(f[2] for f in files):
     _ = detected | 'Draw' >> beam.ParDo(DrawPicture(settings))
 
