@@ -46,7 +46,8 @@ def main():
   print(f'{"case":<40}{"median ms":>12}{"min ms":>10}')
   for name, kw in (('official (radius 0)', {}),
                    ('imprv (radius 1.5, normalized)',
-                    dict(center_sampling_radius=1.5, norm_reg_targets=True))):
+                    dict(center_sampling_radius=1.5, norm_reg_targets=True)),
+                   ('ATSS (k 9, normalized)', dict(assigner='atss', norm_reg_targets=True))):
     one = jax.jit(lambda b, c, v, kw=kw: targets.assign_targets(b, c, v, image_size=size, **kw))
     b, c, v = gt(1)
     med, best = time_call(one, b[0], c[0], v[0])

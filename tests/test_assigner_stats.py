@@ -23,9 +23,10 @@ SIZE = (256, 256)
 
 class Model:
   """A stand-in for `config.model`: the assigner fields only."""
-  def __init__(self, radius=0.0, ranges=RANGES):
+  def __init__(self, radius=0.0, ranges=RANGES, assigner='fcos'):
     self.strides, self.size_ranges, self.center_sampling_radius = STRIDES, ranges, radius
     self.norm_reg_targets, self.location_mode, self.inclusive_ranges = False, 'half', True
+    self.assigner, self.atss_topk, self.atss_anchor_scale = assigner, 9, 8.0
 
 
 class Config:
@@ -62,11 +63,12 @@ def loop_fcos(boxes, radius=0.0, ranges=RANGES):
           (inside, ambiguous_inside, positive, ambiguous_positive))
 
 
-def run_stats(boxes, radius=0.0, ranges=RANGES, pad=2):
+def run_stats(boxes, radius=0.0, ranges=RANGES, pad=2, assigner='fcos'):
   boxes = np.asarray(boxes, np.float32)
   padded = np.concatenate([boxes, np.zeros((pad, 4), np.float32)])[None]
   valid = (np.arange(len(padded[0])) < len(boxes))[None]
-  out = jax.device_get(recall.make_batch_stats(Config(radius=radius, ranges=ranges), SIZE)(
+  config = Config(radius=radius, ranges=ranges, assigner=assigner)
+  out = jax.device_get(recall.make_batch_stats(config, SIZE)(
       jnp.asarray(padded), jnp.asarray(valid)))
   return {k: v[0] for k, v in out.items()}
 
@@ -138,6 +140,26 @@ def loop_anchor_recall(anchors, boxes, pos=0.5, low=0.4):
   return ([m in plain for m in range(len(boxes))], [m in low_q for m in range(len(boxes))])
 
 
+def test_atss_column_and_ambiguity_follow_algorithm_1():
+  """The ATSS column recalls the boxes the ATSS reference gives a location; with the config's
+  assigner set to ATSS, the positives and their ambiguity are ATSS's."""
+  from tests.test_targets import reference_atss
+  rng = np.random.default_rng(11)
+  c = rng.uniform(0, 256, (10, 2))
+  wh = rng.choice([4.0, 12.0, 40.0, 120.0], (10, 1)) * rng.uniform(0.5, 1.5, (10, 2))
+  boxes = np.round(np.concatenate([c - wh / 2, c + wh / 2], axis=1) * 4) / 4
+  box, num_positive_for = reference_atss(boxes, np.ones(10, bool), SIZE)
+  want = [m in set(box) for m in range(10)]
+  assert 0 < sum(want) < 10, 'the case should lose some tiny box'
+  for assigner in ('fcos', 'atss'):
+    got = run_stats(boxes, assigner=assigner)
+    np.testing.assert_array_equal(got['atss'][:10], want)
+    fcos_recalled, _ = loop_fcos(boxes)
+    np.testing.assert_array_equal(got['fcos'][:10], fcos_recalled)
+  assert got['positive'].sum() == (box >= 0).sum()
+  assert got['positive_ambiguous'].sum() == (num_positive_for > 1).sum()
+
+
 def test_anchor_shapes():
   a = anchors_lib.make_anchors((64, 64), (8, 16), 'half')
   assert a.shape == ((8 * 8 + 4 * 4) * 9, 4)
@@ -166,6 +188,7 @@ def test_anchor_recall_matches_the_loop():
 
 def test_summary_groups_by_size_and_level():
   collected = {'recalled': {'fcos': np.array([True, False, True, True]),
+                            'atss': np.array([True, True, True, True]),
                             'anchor': np.array([False, False, True, True]),
                             'anchor_low_quality': np.array([True, False, True, True])},
                'area': np.array([100.0, 500.0, 2000.0, 20000.0]),
@@ -180,6 +203,7 @@ def test_summary_groups_by_size_and_level():
   assert s['bpr']['all']['fcos'] == 0.75 and s['bpr']['small']['boxes'] == 2
   assert s['bpr']['small']['fcos'] == 0.5 and s['bpr']['medium']['anchor'] == 1.0
   assert s['bpr']['P4']['boxes'] == 2 and s['bpr']['P3']['anchor'] == 0.0
+  assert s['bpr']['all']['atss'] == 1.0
   assert s['ambiguity']['ambiguous_any_level'] == 0.25
   assert s['ambiguity']['ambiguous_after_fpn'] == 0.25
   assert 'P4' in recall.format_summary(s)

@@ -264,3 +264,113 @@ def test_match_locations_box_index_and_counts(radius):
   # The targets' classes come from the same box index.
   tg = run_assigner(boxes, classes, valid, image_size, center_sampling_radius=radius)
   np.testing.assert_array_equal(tg.classes, np.where(box >= 0, classes[np.maximum(box, 0)], -1))
+
+
+def reference_atss(boxes, valid, image_size, strides=STRIDES, k=9, scale=8.0):
+  """ATSS from Algorithm 1 of Zhang et al. 2020, one box and one location at a time: per level the
+  k locations nearest the box centre (ties: lower location index first), IoU threshold mean + std
+  of theirs (std with n - 1, as the official code's torch.std), centre more than 0.01 px inside;
+  a location positive for several boxes takes the highest IoU (the first box on a tie).
+  Returns per location (box index or -1, number of boxes it is positive for)."""
+  height, width = image_size
+  locs = []                                    # (x, y, stride, level)
+  for li, s in enumerate(strides):
+    for j in range(math.ceil(height / s)):
+      for i in range(math.ceil(width / s)):
+        locs.append((i * s + s // 2, j * s + s // 2, s, li))
+
+  def iou(loc, box):
+    x, y, s, _ = loc
+    h = scale * s / 2
+    ax0, ay0, ax1, ay1 = x - h, y - h, x + h, y + h
+    x0, y0, x1, y1 = box
+    iw = max(0.0, min(ax1, x1) - max(ax0, x0))
+    ih = max(0.0, min(ay1, y1) - max(ay0, y0))
+    inter = iw * ih
+    return inter / ((ax1 - ax0) * (ay1 - ay0) + (x1 - x0) * (y1 - y0) - inter)
+
+  positive_ious = [dict() for _ in locs]       # location -> {box: IoU}
+  for m, box in enumerate(boxes):
+    if not valid[m]:
+      continue
+    box = [float(v) for v in box]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    candidates = []
+    for li in range(len(strides)):
+      level = [n for n, loc in enumerate(locs) if loc[3] == li]
+      level.sort(key=lambda n: ((locs[n][0] - cx) ** 2 + (locs[n][1] - cy) ** 2, n))
+      candidates += level[:k]
+    ious = [iou(locs[n], box) for n in candidates]
+    mean = sum(ious) / len(ious)
+    std = math.sqrt(sum((v - mean) ** 2 for v in ious) / (len(ious) - 1))
+    for n, v in zip(candidates, ious):
+      x, y = locs[n][0], locs[n][1]
+      if v >= mean + std and min(x - box[0], y - box[1], box[2] - x, box[3] - y) > 0.01:
+        positive_ious[n][m] = v
+  out_box = [max(p, key=lambda m: (p[m], -m)) if p else -1 for p in positive_ious]
+  return np.array(out_box), np.array([len(p) for p in positive_ious])
+
+
+def run_atss(boxes, valid, image_size, **kw):
+  fn = jax.jit(lambda b, v: targets.match_locations(
+      b, v, image_size=image_size, strides=STRIDES, assigner='atss', **kw))
+  return jax.tree_util.tree_map(np.asarray, fn(jnp.asarray(boxes), jnp.asarray(valid)))
+
+
+@pytest.mark.parametrize('image_size,k,scale', [((256, 384), 9, 8.0), ((224, 160), 2, 8.0),
+                                                ((96, 352), 1, 5.0)])
+def test_atss_random_boxes_match_algorithm_1(image_size, k, scale):
+  rng = np.random.default_rng(sum(image_size) + k)
+  boxes, classes, valid = random_gt(rng, image_size, max_boxes=24, num_valid=20)
+  got = run_atss(boxes, valid, image_size, atss_topk=k, atss_anchor_scale=scale)
+  box, num_positive_for = reference_atss(boxes, valid, image_size, k=k, scale=scale)
+  assert (box >= 0).sum() > 10 and (num_positive_for > 1).sum() >= 1
+  np.testing.assert_array_equal(got.box, box)
+  np.testing.assert_array_equal(got.num_candidates, num_positive_for)
+  # The targets: the chosen box's class and distances, the same code path as training.
+  tg = run_assigner(boxes, classes, valid, image_size, assigner='atss', atss_topk=k,
+                    atss_anchor_scale=scale)
+  np.testing.assert_array_equal(tg.classes, np.where(box >= 0, classes[np.maximum(box, 0)], -1))
+  xy = points.locations(image_size, STRIDES)
+  b = boxes[np.maximum(box, 0)]
+  want_ltrb = np.stack([xy[:, 0] - b[:, 0], xy[:, 1] - b[:, 1],
+                        b[:, 2] - xy[:, 0], b[:, 3] - xy[:, 1]], axis=1) * (box >= 0)[:, None]
+  np.testing.assert_allclose(tg.ltrb, want_ltrb, atol=1e-5)
+  assert np.all(tg.centerness[box >= 0] > 0) and np.all(tg.centerness[box < 0] == 0)
+
+
+def test_atss_distance_ties_go_to_the_lower_location_index():
+  """A box centred on a cell corner is equally far from four locations of each level; with
+  k = 2 the two of lowest index are the candidates, as in the reference."""
+  image_size = (128, 128)
+  boxes = np.array([[40., 40., 88., 88.], [4., 70., 30., 120.]], np.float32)  # centre (64, 64)
+  valid = np.array([True, True])
+  got = run_atss(boxes, valid, image_size, atss_topk=2)
+  box, num_positive_for = reference_atss(boxes, valid, image_size, k=2)
+  xy = points.locations(image_size, STRIDES)
+  p3 = np.arange(16 * 16)
+  d = ((xy[p3] - 64) ** 2).sum(axis=1)
+  assert (d == d.min()).sum() == 4, 'the case needs a four-way distance tie'
+  np.testing.assert_array_equal(got.box, box)
+  np.testing.assert_array_equal(got.num_candidates, num_positive_for)
+  assert (box == 0).sum() >= 1
+
+
+def test_atss_no_boxes_and_all_padding_give_background():
+  for boxes, valid in [(np.zeros((0, 4), np.float32), np.zeros((0,), bool)),
+                       (np.array([[10., 10., 60., 60.]] * 3, np.float32), np.zeros(3, bool))]:
+    got = run_atss(boxes, valid, (96, 128))
+    assert np.all(got.box == -1) and np.all(got.ltrb == 0) and np.all(got.num_candidates == 0)
+
+
+def test_atss_from_a_model_config():
+  """`model.assigner = 'atss'` reaches the assigner through `assigner_kwargs`."""
+  from fcos_jax.configs import coco
+  m = coco.get_model_config()
+  m.assigner, m.atss_topk = 'atss', 3
+  kw = targets.assigner_kwargs(m)
+  assert (kw['assigner'], kw['atss_topk'], kw['atss_anchor_scale']) == ('atss', 3, 8.0)
+  boxes, valid = np.array([[30., 20., 90., 70.]], np.float32), np.array([True])
+  got = targets.match_locations(boxes, valid, image_size=(96, 128), **targets.match_kwargs(m))
+  box, _ = reference_atss(boxes, valid, (96, 128), k=3)
+  np.testing.assert_array_equal(np.asarray(got.box), box)

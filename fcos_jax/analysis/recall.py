@@ -1,13 +1,15 @@
-"""Best possible recall and ambiguous samples of the FCOS assigner over a dataset (the paper's
-Table 1 and its FPN ambiguity figures), next to a RetinaNet-style anchor assigner's recall.
+"""Best possible recall and ambiguous samples of the target assigner over a dataset (the paper's
+Table 1 and its FPN ambiguity figures): FCOS's rule and ATSS's side by side, next to a
+RetinaNet-style anchor assigner's recall.
 
 - BPR: a ground-truth box is recalled when at least one location is assigned to it (the paper's
   definition), reported overall, by COCO size (box area in original-image pixels, thresholds
   32^2 and 96^2) and by FPN level (the level whose size range holds half the box's longer side,
   the regression target at its centre).
 - Ambiguity: of the locations inside at least one box at any level (no size ranges), the share
-  inside more than one; of the assigner's positives, the share with more than one candidate box
-  on their own level (after FPN level assignment).
+  inside more than one; of the config's assigner's positives, the share with more than one
+  candidate box (FCOS: on their own level, after FPN level assignment; ATSS: boxes it is positive
+  for).
 
 Boxes come from the evaluation pipeline (no flip, `eval_min_size`, crowd boxes dropped, padded
 to `max_boxes`), the matching from `targets.match_locations`, the same code as training.
@@ -26,25 +28,35 @@ from fcos_jax.analysis import anchors as anchors_lib
 from fcos_jax.data import input_pipeline, sizes
 
 SIZES = (('small', 0.0, 32.0 ** 2), ('medium', 32.0 ** 2, 96.0 ** 2), ('large', 96.0 ** 2, np.inf))
-METHODS = (('fcos', 'FCOS', 'FCOS (this config)'),
-           ('anchor', 'anchors', 'anchors, IoU >= 0.5'),
-           ('anchor_low_quality', 'anchors+LQ', 'anchors + low-quality matches (>= 0.4)'))
+# The assigner columns run this config's settings with the rule swapped; ambiguity is the
+# config's own rule.
+ASSIGNER_METHODS = (('fcos', 'FCOS', 'FCOS size ranges'),
+                    ('atss', 'ATSS', 'ATSS (top-k, IoU >= mean + std)'))
+METHODS = ASSIGNER_METHODS + (
+    ('anchor', 'anchors', 'anchors, IoU >= 0.5'),
+    ('anchor_low_quality', 'anchors+LQ', 'anchors + low-quality matches (>= 0.4)'))
 
 
 def image_stats(boxes, valid, *, image_size, match_kw, anchors) -> Dict[str, jnp.ndarray]:
-  """Per-box recall (FCOS and anchors) and per-level location counts of one image."""
+  """Per-box recall (FCOS, ATSS and anchors) and per-level location counts of one image."""
   pts = points_lib.make_points(image_size, match_kw['strides'], match_kw['location_mode'])
   num_levels = len(match_kw['strides'])
-  match = targets.match_locations(boxes, valid, image_size=image_size, **match_kw)
+  matches = {rule: targets.match_locations(boxes, valid, image_size=image_size,
+                                           **dict(match_kw, assigner=rule))
+             for rule, _, _ in ASSIGNER_METHODS}
+  match = matches[match_kw['assigner']]
   valid = jnp.asarray(valid, bool)
-  hit = match.box[:, None] == jnp.arange(boxes.shape[0])[None, :]   # [N, M]
+  box_ids = jnp.arange(boxes.shape[0])[None, :]
+
+  def recalled(m):
+    return jnp.any(m.box[:, None] == box_ids, axis=0) & valid        # [M]
   on_level = jnp.asarray(pts.level)[:, None] == jnp.arange(num_levels)[None, :]  # [N, L]
   positive = match.box >= 0
 
   def per_level(mask):
     return jnp.sum(mask[:, None] & on_level, axis=0, dtype=jnp.int32)
   ar = anchors_lib.anchor_recall(anchors, boxes, valid)
-  return {'fcos': jnp.any(hit, axis=0) & valid,
+  return {**{rule: recalled(m) for rule, m in matches.items()},
           'anchor': ar.recalled, 'anchor_low_quality': ar.recalled_low_quality,
           'inside': per_level(match.num_inside >= 1),
           'inside_ambiguous': per_level(match.num_inside > 1),
@@ -168,12 +180,12 @@ def plot_summary(summary: Dict[str, Any], path: str) -> None:
   fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
   width = 0.8 / len(METHODS)
   for i, (k, _, label) in enumerate(METHODS):
-    ax.bar(x + (i - 1) * width, [100 * summary['bpr'][n][k] for n in names], width, label=label)
+    ax.bar(x + (i - (len(METHODS) - 1) / 2) * width, [100 * summary['bpr'][n][k] for n in names], width, label=label)
   ax.set_xticks(x, [f'{n}\n({summary["bpr"][n]["boxes"]})' for n in names])
   ax.set_ylabel('best possible recall (%)')
   ax.set_ylim(0, 125)
   ax.set_yticks(range(0, 101, 20))
-  ax.legend(loc='upper center', ncol=3, fontsize=8)
+  ax.legend(loc='upper center', ncol=2, fontsize=8)
   ax.set_title('Best possible recall by box group (box count below)')
   fig.tight_layout()
   fig.savefig(path)

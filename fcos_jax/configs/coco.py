@@ -32,6 +32,12 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.center_sampling_radius = 0.0
   m.norm_reg_targets = False
   m.location_mode = 'half'       # 'half' (official) or 'torchvision'
+  # 'fcos': the size ranges above pick each location's boxes; 'atss': Zhang et al. 2020's
+  # adaptive rule (per level the atss_topk locations nearest a box's centre, IoU of a location's
+  # square of side atss_anchor_scale * stride >= mean + std of theirs); ranges then unused.
+  m.assigner = 'fcos'
+  m.atss_topk = 9
+  m.atss_anchor_scale = 8.0
   return m
 
 

@@ -1,7 +1,7 @@
 """Config checks run before anything is compiled or written: each failure is a `ConfigError`
 naming the key and the allowed values, so a typo costs a second, not a run."""
 
-from fcos_jax import losses, optim, points, postprocess, trackers
+from fcos_jax import losses, optim, points, postprocess, targets, trackers
 from fcos_jax.data import categories, input_pipeline
 from fcos_jax.errors import ConfigError
 from fcos_jax.evaluation.scoring import STAT_NAMES
@@ -56,6 +56,9 @@ def validate(config) -> None:
   _one_of(m.backbone_norm, resnet.NORMS, 'model.backbone_norm')
   _one_of(m.regression, head.REGRESSION_ACTIVATIONS, 'model.regression')
   _one_of(m.location_mode, points.LOCATION_MODES, 'model.location_mode')
+  _one_of(m.assigner, targets.ASSIGNERS, 'model.assigner')
+  _positive_int(config, 'model.atss_topk')
+  _check(m.atss_anchor_scale > 0, 'model.atss_anchor_scale', m.atss_anchor_scale, 'must be > 0')
   _one_of(m.p6p7_source, fpn.P6P7_SOURCES, 'model.p6p7_source')
   _one_of(m.label_space, categories.LABEL_SPACES, 'model.label_space')
   _check(len(m.size_ranges) == len(m.strides), 'model.size_ranges', m.size_ranges,

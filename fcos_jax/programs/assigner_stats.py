@@ -3,9 +3,9 @@
   fcos-assigner-stats --config configs/coco.py [--split validation]
       [--out DIR]
 
-Prints the BPR of the FCOS assigner (overall, by COCO size, by FPN level) next to a RetinaNet
-anchor assigner's (9 anchors, IoU >= 0.5, with and without low-quality matches) and the share
-of ambiguous locations before and after FPN level assignment; writes DIR/assigner_stats.json and
+Prints the BPR of FCOS's and ATSS's assignment (overall, by COCO size, by FPN level) next to a
+RetinaNet anchor assigner's (9 anchors, IoU >= 0.5, with and without low-quality matches) and
+the share of ambiguous locations of the config's assigner; writes DIR/assigner_stats.json and
 DIR/assigner_bpr.png (default DIR: the current folder).
 """
 
