@@ -19,7 +19,8 @@ from fcos_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('verbose', False,
-                  'Show the full traceback of an error (also: FCOS_JAX_VERBOSE=1).')
+                  'Show the full traceback of an error and the libraries\' INFO logs (also: '
+                  'FCOS_JAX_VERBOSE=1).')
 
 
 def _verbose() -> bool:
@@ -283,23 +284,32 @@ def load_weights(config):
                                    params=FLAGS.params, raw_weights=FLAGS.raw_weights)
 
 
-_BENIGN_ORBAX_WARNINGS = ('Metadata file does not exist', 'Given directory is read only',
-                          'CheckpointManagerOptions.read_only=True')
+# Libraries whose INFO lines are per-operation detail (orbax, TF, TFDS, JAX; the ONNX export's
+# jax2onnx, onnx_ir, onnxscript, onnxruntime: thousands of "Replaced initializer ..."): dropped
+# unless --verbose.
+_NOISY_PATHS = ('/orbax/', '/tensorflow', '/jax/', '/jax2onnx/', '/onnx_ir/', '/onnxscript/',
+                '/onnxruntime/')
+# orbax warns on every partial restore of a step's item folder (its metadata file lives one level
+# up) and on opening checkpoints read-only, as evaluate/export do; TFDS on the converter's new
+# staging folder: all benign.
+_BENIGN_WARNINGS = ('Metadata file does not exist', 'Given directory is read only',
+                    'CheckpointManagerOptions.read_only=True', 'Variant folder ')
 
 
 def quiet_library_logs() -> None:
-  """Keep orbax's, TF's and JAX's per-operation INFO lines out of the program's log."""
+  """Keep the libraries' per-operation INFO lines and benign warnings out of the program's log;
+  `--verbose` (or FCOS_JAX_VERBOSE=1) keeps them."""
   import logging as std_logging
   from absl import logging
+  if _verbose():
+    return
 
   class _Filter(std_logging.Filter):
     def filter(self, record):
-      noisy = ('/orbax/' in record.pathname or '/tensorflow' in record.pathname or
-               '/jax/' in record.pathname)
-      # orbax warns on every partial restore of a step's item folder (its metadata file lives
-      # one level up) and on opening checkpoints read-only, as evaluate/export do: both benign.
-      if noisy and str(record.msg).startswith(_BENIGN_ORBAX_WARNINGS):
+      if not any(p in record.pathname for p in _NOISY_PATHS):
+        return True
+      if str(record.msg).startswith(_BENIGN_WARNINGS):
         return False
-      return record.levelno >= std_logging.WARNING or not noisy
+      return record.levelno >= std_logging.WARNING
   logging.get_absl_handler().addFilter(_Filter())
 
