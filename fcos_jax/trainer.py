@@ -100,9 +100,11 @@ def _restore_or_init(config, workdir: str, state, ckpt, data_iter):
 def _train(config, workdir, model, state, programs, batch_sharding):
   """`train_and_evaluate` once the train state exists and its step is compiling."""
   synthetic.prepare(config)
-  label_map = categories.training_label_map(config.model,
-                                            input_pipeline.dataset_categories(config.data))
+  cats = input_pipeline.dataset_categories(config.data)
+  label_map = categories.training_label_map(config.model, cats)
   tf.io.gfile.makedirs(workdir)
+  if jax.process_index() == 0:
+    run_config.write_categories(workdir, cats)
   dataset = input_pipeline.create_train_dataset(config.data,
                                                 config.batch_size // jax.process_count(),
                                                 seed=config.seed, label_map=label_map)

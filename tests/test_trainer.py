@@ -423,3 +423,28 @@ def test_fine_tuning_a_detector_of_other_classes(data_dir, tmp_path):
             '--config.init_skip_mismatched=True', '--config.num_train_steps=2')
   assert re.search(r"2 tensor\(s\) of .* keep their fresh init: .*cls_logits", out.stderr)
   assert checksum(out.stderr)[0] == 2
+
+
+def test_workdir_alone_brings_the_runs_config_and_class_names(reference_run, tmp_path):
+  """evaluate.py --workdir W needs no --config: it scores the run exactly as the run's own final
+  evaluation did; an override that does not fit the checkpoint names the differing key."""
+  import json
+  workdir = reference_run[0]
+  cats = json.load(open(os.path.join(workdir, 'categories.json')))
+  assert [c['name'] for c in cats][:2] and all('id' in c for c in cats)
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'evaluate.py'),
+                        f'--workdir={workdir}', f'--out={tmp_path}'],
+                       cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  offline = json.load(open(tmp_path / 'offline_eval_12_metrics.json'))
+  final = json.load(open(os.path.join(workdir, 'eval_12_metrics.json')))
+  assert offline['num_images'] == final['num_images'] > 0
+  assert abs(offline['AP'] - final['AP']) < 1e-6 and abs(offline['AR100'] - final['AR100']) < 1e-6
+  k = json.load(open(os.path.join(workdir, 'config.json')))['model']['num_classes']
+  bad = subprocess.run([sys.executable, os.path.join(ROOT, 'evaluate.py'),
+                        f'--workdir={workdir}', f'--config.model.num_classes={k + 1}'],
+                       cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+  last = bad.stderr.strip().splitlines()[-1]
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr, bad.stderr[-3000:]
+  assert last.startswith('error: checkpoint of step 12') and f'model.num_classes: {k} -> {k + 1}' \
+      in last, last

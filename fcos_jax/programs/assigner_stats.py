@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from fcos_jax.programs import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, cli.config_help(),
                                           lock_config=True)
 _SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.eval_split).')
 _OUT = flags.DEFINE_string('out', '.', 'Folder for assigner_stats.json and assigner_bpr.png.')

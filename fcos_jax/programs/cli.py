@@ -68,6 +68,24 @@ def packaged_config(value: str) -> str:
   return path + sep + override if os.path.exists(path) else value
 
 
+_NOT_CONFIGS = ('__init__', 'validate', 'recorded')
+
+
+def shipped_configs() -> tuple:
+  """Names of the configs shipped in fcos_jax/configs (what `--config NAME` accepts)."""
+  from fcos_jax import configs
+  folder = os.path.dirname(os.path.abspath(configs.__file__))
+  return tuple(sorted(f[:-3] for f in os.listdir(folder)
+                      if f.endswith('.py') and f[:-3] not in _NOT_CONFIGS))
+
+
+def config_help(what: str = 'The config', from_workdir: bool = False) -> str:
+  """--config's help: what it is for, the shipped names, the override form."""
+  return (f'{what}: a shipped one by name ({", ".join(shipped_configs())}) or a file with '
+          'get_config(); change any key with --config.KEY=VALUE' +
+          (". Default with --workdir: the run's recorded config." if from_workdir else '.'))
+
+
 HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
 
 
@@ -92,13 +110,46 @@ def no_arguments(argv) -> None:
                            'see --help)')
 
 
-def parse_flags(argv, program_module: str = '__main__'):
+def _flag_value(argv, name: str):
+  """The value of `--name=V` / `--name V` on a command line (the last one), else None."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg[len(name) + 3:]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def config_from_workdir(argv):
+  """A command line without --config but with --workdir gets the run's recorded config
+  (`configs/recorded.py:WORKDIR`), put first so that overrides still apply on top."""
+  has_config = any(a == '--config' or a.startswith('--config=') for a in argv[1:])
+  workdir = _flag_value(argv, 'workdir')
+  if has_config or not workdir:
+    return argv
+  from fcos_jax import configs
+  from fcos_jax.weights import run_config
+  if run_config.recorded_config_path(workdir) is None:
+    fail(f'--workdir {workdir} has no recorded config ({run_config.CONFIG_FILE}; '
+         'not a training workdir?): give --config')
+  path = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), 'recorded.py')
+  return argv[:1] + [f'--config={path}:{workdir}'] + argv[1:]
+
+
+def parse_flags(argv, program_module: str = '__main__', workdir_config: bool = False):
   """absl's parser, with bad flags and config overrides reported as one line and `--help`
-  answered with the program's flags and exit code 0."""
+  answered with the program's flags and exit code 0; with `workdir_config`, --workdir alone
+  brings the run's config (`config_from_workdir`)."""
   argv = list(argv)
   if any(a in HELP_ARGS for a in argv[1:]):
     print_help(program_module)
     sys.exit(0)
+  if any(a == '--version' for a in argv[1:]):
+    print(f'{os.path.basename(argv[0])} (fcos_jax) {version()}')
+    sys.exit(0)
+  if workdir_config:
+    argv = config_from_workdir(argv)
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
       argv[i] = '--config=' + packaged_config(arg[len('--config='):])
@@ -108,6 +159,10 @@ def parse_flags(argv, program_module: str = '__main__'):
     return FLAGS(argv)
   except flags.Error as e:
     fail(f'{e} (see --help)')
+  except errors.UserError as e:  # e.g. a workdir's unreadable recorded config
+    if _verbose():
+      raise
+    fail(str(e))
   except (AttributeError, KeyError) as e:
     if _verbose():
       raise
@@ -118,8 +173,14 @@ def parse_flags(argv, program_module: str = '__main__'):
     fail(f'cannot read the command line: {type(e).__name__}: {e}')
 
 
-def run(main: Callable) -> None:
-  """`app.run(main)` with the one-line error rule, `--help` and quiet library logs."""
+def version() -> str:
+  import fcos_jax
+  return fcos_jax.__version__
+
+
+def run(main: Callable, workdir_config: bool = False) -> None:
+  """`app.run(main)` with the one-line error rule, `--help`, `--version` and quiet library
+  logs; `workdir_config`: see `parse_flags`."""
   def wrapped(argv):
     quiet_library_logs()
     try:
@@ -132,7 +193,7 @@ def run(main: Callable) -> None:
       if _verbose():
         raise
       _exit('interrupted (Ctrl-C)', 130)
-  app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, main.__module__))
+  app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, main.__module__, workdir_config))
 
 
 def get_config(holder):
@@ -277,11 +338,19 @@ def weights_step():
 
 def load_weights(config):
   """(model, variables, step) named by the flags of `define_weights_flags`."""
-  from fcos_jax.weights import params
+  from fcos_jax.weights import params, run_config
   if not (FLAGS.workdir or FLAGS.params):
     raise errors.UserError('give --workdir (a training run) or --params (a params checkpoint)')
-  return params.load_for_inference(config, workdir=FLAGS.workdir, step=weights_step(),
-                                   params=FLAGS.params, raw_weights=FLAGS.raw_weights)
+  try:
+    return params.load_for_inference(config, workdir=FLAGS.workdir, step=weights_step(),
+                                     params=FLAGS.params, raw_weights=FLAGS.raw_weights)
+  except errors.CheckpointError as e:
+    differing = FLAGS.workdir and not FLAGS.params and run_config.differing_keys(
+        FLAGS.workdir, config)
+    if not differing:
+      raise
+    raise errors.CheckpointError(f"{e}; the config differs from the run's recorded one in "
+                                 f'{differing} (without --config and overrides, --workdir brings its own)') from None
 
 
 # Libraries whose INFO lines are per-operation detail (orbax, TF, TFDS, JAX; the ONNX export's

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from fcos_jax.programs import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, cli.config_help(from_workdir=True),
                                           lock_config=True)
 cli.define_weights_flags()
 _SPLIT = flags.DEFINE_string('split', None, 'TFDS split (default: config.data.eval_split).')
@@ -134,7 +134,7 @@ def main(argv):
 
 
 def run():
-  cli.run(main)
+  cli.run(main, workdir_config=True)
 
 
 if __name__ == '__main__':

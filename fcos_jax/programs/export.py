@@ -22,7 +22,7 @@ from fcos_jax import exporters
 from fcos_jax.exporters import onnx_quantize
 from fcos_jax.programs import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, cli.config_help(from_workdir=True),
                                           lock_config=True)
 cli.define_weights_flags()
 _OUT = flags.DEFINE_string('out', None, 'Export directory to write.')
@@ -80,7 +80,7 @@ def main(argv):
 
 
 def run():
-  cli.run(main)
+  cli.run(main, workdir_config=True)
 
 
 if __name__ == '__main__':

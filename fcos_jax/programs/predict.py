@@ -35,8 +35,9 @@ from fcos_jax.programs import cli
 from fcos_jax.video_io import VIDEO_SUFFIXES
 
 _EXPORT = flags.DEFINE_string('export', None, 'Directory written by export.py.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of --workdir / --params.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, cli.config_help('The config of --workdir / --params', from_workdir=True),
+    lock_config=True)
 cli.define_weights_flags()
 cli.define_compilation_cache_flag()
 cli.define_prediction_flags()
@@ -56,10 +57,12 @@ def load_detector():
     raise errors.UserError('give --export EXPORT_DIR, or --config with --workdir or --params')
   from absl import logging
   from fcos_jax.data import categories, input_pipeline
+  from fcos_jax.weights import run_config
   config = cli.get_config(_CONFIG)
   model, variables, _ = cli.load_weights(config)
+  cats = FLAGS.workdir and run_config.read_categories(FLAGS.workdir)
   try:
-    cats = input_pipeline.dataset_categories(config.data, coco_fallback=True)
+    cats = cats or input_pipeline.dataset_categories(config.data, coco_fallback=True)
   except input_pipeline.DatasetNotPreparedError:
     k = config.model.num_classes
     cats = categories.Categories(tuple(range(1, k + 1)), tuple(f'class_{i}' for i in range(k)))
@@ -170,7 +173,7 @@ def main(argv):
 
 
 def run():
-  cli.run(main)
+  cli.run(main, workdir_config=True)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from fcos_jax.programs import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, cli.config_help('The run\'s config'),
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs and results go here.')
 cli.define_distributed_flags()
