@@ -41,6 +41,9 @@ def check_can_start(config, workdir: str) -> None:
         'make them with `python -m fcos_jax.programs.import_torchvision --download resnet50 '
         '--out weights/r50` and pass --config.init_checkpoint=weights/r50 (or '
         '--config.train_from_scratch=True to train from random weights anyway)')
+  if config.init_checkpoint and not tf.io.gfile.exists(config.init_checkpoint):
+    raise errors.ConfigError(f'config.init_checkpoint = {config.init_checkpoint!r}: no such '
+                             'checkpoint (nothing was created)')
   if not config.data.synthetic:  # a missing dataset fails here, before any compilation
     input_pipeline.dataset_categories(config.data)
   trackers.require(config.trackers)

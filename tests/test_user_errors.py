@@ -83,6 +83,28 @@ def test_frozen_bn_backbone_without_weights_refuses_to_start(tmp_path):
   assert_one_line_error(out, 'config.init_checkpoint', 'import_torchvision --download resnet50',
                         'train_from_scratch')
   assert not (tmp_path / 'w').exists()
+  out = run('train.py', f'--config={TINY}', f'--workdir={tmp_path / "w"}',
+            f'--config.init_checkpoint={tmp_path / "no_weights"}')
+  assert_one_line_error(out, 'config.init_checkpoint', 'no_weights', 'no such checkpoint')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_import_without_torch_names_the_extra_before_downloading(tmp_path):
+  """torch cannot be imported: a .pth file, given or to be downloaded, is one line naming the
+  extra, and nothing is fetched (the mirror would serve the file)."""
+  mirror = tmp_path / 'mirror'
+  mirror.mkdir()
+  (mirror / 'resnet18-f37072fd.pth').write_bytes(b'not read')
+  script = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_module('fcos_jax.tools.import_torchvision', run_name='__main__')")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+  for source in ('--download=resnet18', f'--weights={mirror / "resnet18-f37072fd.pth"}'):
+    out = subprocess.run([sys.executable, '-c', script, 'import_torchvision', source,
+                          f'--base_url=file://{mirror}', f'--cache_dir={tmp_path / "cache"}',
+                          f'--out={tmp_path / "out"}'],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert_one_line_error(out, 'resnet18-f37072fd.pth', 'needs torch', 'fcos_jax[torch]')
+    assert not (tmp_path / 'cache').exists() and not (tmp_path / 'out').exists()
 
 
 def test_train_missing_config_file_and_dataset(tmp_path):

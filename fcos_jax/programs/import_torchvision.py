@@ -35,6 +35,9 @@ def main(argv):
   if bool(_WEIGHTS.value) == bool(_DOWNLOAD.value):
     raise errors.UserError('give --weights FILE or --download NAME (one of '
                            f'{", ".join(sorted(tv.TORCHVISION_WEIGHTS))})')
+  file_name = _WEIGHTS.value or tv.TORCHVISION_WEIGHTS.get(_DOWNLOAD.value)
+  if file_name:  # an unknown --download name is fetch's error
+    tv.require_torch(file_name)
   weights = _WEIGHTS.value or tv.fetch(_DOWNLOAD.value, _CACHE_DIR.value, _BASE_URL.value)
   model_config = cli.get_config(_CONFIG).model if _CONFIG.value else None
   kind, n = tv.import_weights(weights, _OUT.value, model_config)

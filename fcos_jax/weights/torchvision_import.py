@@ -50,6 +50,16 @@ def _sha256_prefix_ok(path: str, prefix: str) -> bool:
   return digest.hexdigest().startswith(prefix)
 
 
+def require_torch(path: str) -> None:
+  """A .pth file is read with torch: when it is not installed, one line naming the extra, before
+  any download or work (a .safetensors file needs no torch)."""
+  import importlib.util
+  if path.endswith('.safetensors') or importlib.util.find_spec('torch') is not None:
+    return
+  raise WeightImportError(f'{os.path.basename(path)} is a torch file and reading it needs torch: '
+                          'pip install "fcos_jax[torch]" (or give a .safetensors file)')
+
+
 def fetch(name: str, cache_dir: str = DEFAULT_CACHE, base_url: str = BASE_URL) -> str:
   """Local path of torchvision weights `name` (a key of TORCHVISION_WEIGHTS): from the cache,
   else downloaded from `base_url`, hash-checked, then cached."""
