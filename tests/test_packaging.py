@@ -73,7 +73,8 @@ def test_wheel_installs_and_trains_and_evaluates_from_another_folder(tmp_path):
                        capture_output=True, text=True, env=env, cwd=elsewhere, timeout=900)
   assert out.returncode == 0, out.stderr[-4000:]
   assert (elsewhere / 'run' / 'checkpoints' / '2').exists()
-  out = subprocess.run([sys.executable, '-m', 'fcos_jax.programs.evaluate', *tiny],
+  # The installed `fcos` command; --workdir alone brings the run's recorded config.
+  out = subprocess.run([str(site / 'bin' / 'fcos'), 'evaluate', '--workdir=run'],
                        capture_output=True, text=True, env=env, cwd=elsewhere, timeout=900)
   assert out.returncode == 0, out.stderr[-4000:]
   assert 'checkpoint step 2' in out.stdout and re.search(r'AP\s+[0-9.]+', out.stdout)
