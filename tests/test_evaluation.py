@@ -171,3 +171,27 @@ def test_offline_detections_file(config, shapes_coco, shapes_tfds, tmp_path):
   bad.write_text('[{"image_id": 1,')
   out = run_evaluate(f'--detections={bad}', *common)
   assert out.returncode != 0 and 'malformed JSON' in out.stderr
+
+
+def test_per_category_table_shows_a_class_without_ground_truth_last():
+  """A class absent from the split (COCOeval's -1, AP NaN) prints '-' below the scored ones,
+  with a note; the others in AP order, their APs from the recall thresholds by hand."""
+  cats = [{'id': 1, 'name': 'half'}, {'id': 2, 'name': 'absent'}, {'id': 3, 'name': 'all'}]
+  gt = {'images': [{'id': i, 'height': 100, 'width': 100} for i in (1, 2)],
+        'categories': cats,
+        'annotations': [{'id': k + 1, 'image_id': i, 'category_id': c, 'bbox': [10, 10, 30, 30],
+                         'area': 900, 'iscrowd': 0}
+                        for k, (i, c) in enumerate([(1, 1), (2, 1), (1, 3)])]}
+  results = [{'image_id': 1, 'category_id': 1, 'bbox': [10, 10, 30, 30], 'score': 0.9},
+             {'image_id': 1, 'category_id': 3, 'bbox': [10, 10, 30, 30], 'score': 0.8},
+             {'image_id': 2, 'category_id': 2, 'bbox': [50, 50, 20, 20], 'score': 0.7}]
+  per_cat = scoring.coco_eval(gt, results)['per_category_ap']
+  assert per_cat['all'] == pytest.approx(1.0) and np.isnan(per_cat['absent'])
+  # One of two boxes found first: precision 1 up to recall 0.5, 51 of COCO's 101 thresholds.
+  assert per_cat['half'] == pytest.approx(51 / 101)
+  lines = scoring.per_category_table(per_cat)
+  assert [line.split() for line in lines[:3]] == [['all', '1.0000'], ['half', '0.5050'],
+                                                  ['absent', '-']]
+  assert lines[3] == '- : no ground truth in this split' and len(lines) == 4
+  assert 'nan' not in ''.join(lines)
+  assert scoring.per_category_table({'x': 0.25}) == ['  x                        0.2500']

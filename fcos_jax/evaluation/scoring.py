@@ -5,8 +5,9 @@ import contextlib
 import io
 import json
 import logging
+import math
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from fcos_jax.evaluation import coco_data
 
@@ -41,6 +42,20 @@ def coco_eval(gt: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> Dict[str
     name = coco_gt.cats[cat_id]['name']
     per_cat[name] = float(p.mean()) if p.size else float('nan')
   return {'stats': stats, 'per_category_ap': per_cat, 'summary': out.getvalue()}
+
+
+NO_GROUND_TRUTH_NOTE = '- : no ground truth in this split'
+
+
+def per_category_table(per_category_ap: Dict[str, float]) -> List[str]:
+  """Lines of the per-category AP table, best first: a category without ground truth in the
+  split (AP NaN, COCO's "undefined") shows '-', last, with a note under the table."""
+  undefined = [name for name, ap in per_category_ap.items() if math.isnan(ap)]
+  rows = sorted((kv for kv in per_category_ap.items() if not math.isnan(kv[1])),
+                key=lambda kv: -kv[1])
+  lines = [f'  {name:<24} {ap:.4f}' for name, ap in rows]
+  lines += [f'  {name:<24} {"-":>6}' for name in undefined]
+  return lines + ([NO_GROUND_TRUTH_NOTE] if undefined else [])
 
 
 def score(gt: Dict[str, Any], results: Sequence[Dict[str, Any]],

@@ -50,14 +50,13 @@ FLAGS = flags.FLAGS
 
 
 def print_metrics(metrics):
-  from fcos_jax.evaluation.scoring import STAT_NAMES
+  from fcos_jax.evaluation.scoring import STAT_NAMES, per_category_table
   print(f'evaluated {metrics["num_images"]} images of {metrics["split_size"]}')
   for name in STAT_NAMES:
     print(f'  {name:<6} {metrics[name]:.4f}')
   if metrics['per_category_ap']:
     print('per-category AP:')
-    for name, ap in sorted(metrics['per_category_ap'].items(), key=lambda kv: -kv[1]):
-      print(f'  {name:<24} {ap:.4f}')
+    print('\n'.join(per_category_table(metrics['per_category_ap'])))
   if 'model_seconds' in metrics:
     print(f'inference: {metrics["model_seconds"]:.1f} s of model time, '
           f'{metrics["model_images_per_second"]:.1f} images/s after compilation, '
