@@ -1,7 +1,7 @@
 """Video files frame by frame (PyAV, FFmpeg's libraries): decoding to uint8 RGB arrays and
 encoding drawn frames back to a video, for predict.py."""
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -31,22 +31,46 @@ def read_frames(path: str) -> Iterator[np.ndarray]:
     raise errors.DataError(f'{path}: not a readable video ({e})') from None
 
 
-class VideoWriter:
-  """Writes RGB frames to an MPEG-4 file (sizes padded to even numbers, as yuv420p needs)."""
+# Output codecs, best first: H.264 (FFmpeg's libx264, in PyAV's wheels) plays in every browser
+# and player; MPEG-4 Part 2, built into every FFmpeg, is the fallback.
+CODECS = {'libx264': 'H.264', 'mpeg4': 'MPEG-4 Part 2'}
 
-  def __init__(self, path: str, rate: float):
+
+def video_codec() -> str:
+  """The first codec of `CODECS` this PyAV's FFmpeg can encode with."""
+  import av
+  for name in CODECS:
+    try:
+      av.Codec(name, 'w')
+      return name
+    except ValueError:  # av's UnknownCodecError: FFmpeg built without it
+      continue
+  return 'mpeg4'
+
+
+class VideoWriter:
+  """Writes RGB frames to an .mp4 file in `codec` (default: `video_codec()`, H.264 where
+  available), sizes padded to even numbers as yuv420p needs."""
+
+  def __init__(self, path: str, rate: float, codec: Optional[str] = None):
     import av
     from fractions import Fraction
+    self.codec = codec or video_codec()
     self._container = av.open(path, 'w')
     self._rate = Fraction(rate).limit_denominator(1001)
     self._stream = None
+
+  @property
+  def codec_description(self) -> str:
+    """E.g. 'H.264, libx264', for messages."""
+    return f'{CODECS.get(self.codec, self.codec)}, {self.codec}'
 
   def write(self, frame: np.ndarray) -> None:
     import av
     h, w = frame.shape[:2]
     frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
     if self._stream is None:
-      self._stream = self._container.add_stream('mpeg4', rate=self._rate)
+      self._stream = self._container.add_stream(self.codec, rate=self._rate)
       self._stream.height, self._stream.width = frame.shape[:2]
       self._stream.pix_fmt = 'yuv420p'
     for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):

@@ -84,8 +84,9 @@ def detect_images(detector, images):
                                  batch_size=FLAGS.batch_size) for image in images]
 
 
-def predict_video(detector, path: str, out: str, detections) -> int:
-  """Detect and draw every frame of a video into `out` (.mp4); returns the frame count."""
+def predict_video(detector, path: str, out: str, detections):
+  """Detect and draw every frame of a video into `out` (.mp4); returns the frame count and
+  the codec written, e.g. 'H.264, libx264'."""
   import numpy as np
   from fcos_jax import video_io
   os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -107,7 +108,7 @@ def predict_video(detector, path: str, out: str, detections) -> int:
     flush()
   finally:
     writer.close()
-  return count
+  return count, writer.codec_description
 
 
 def main(argv):
@@ -138,8 +139,8 @@ def main(argv):
     for path in inputs[first:first + FLAGS.batch_size]:
       try:
         if path.lower().endswith(VIDEO_SUFFIXES):
-          frames = predict_video(detector, path, outputs[path], detections)
-          bar.write(f'{path}: {frames} frames -> {outputs[path]}')
+          frames, codec = predict_video(detector, path, outputs[path], detections)
+          bar.write(f'{path}: {frames} frames -> {outputs[path]} ({codec})')
           continue
         image, change = image_io.read_rgb8(path, apply_exif_orientation=FLAGS.exif_orientation)
         if change:
