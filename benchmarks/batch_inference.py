@@ -4,7 +4,7 @@ and whether the results rows are equal (exactly, or within float32 rounding of t
 composition, see docs/inference.md).
 
   python -m benchmarks.batch_inference --export /tmp/shapes_export \
-      --images /tmp/fcos_jax_data/fcos_shapes_coco/images/validation [--batch_size 8]
+      --images ~/.cache/fcos_jax/data/fcos_shapes_coco/images/validation [--batch_size 8]
 """
 
 import argparse

@@ -89,6 +89,22 @@ def test_frozen_bn_backbone_without_weights_refuses_to_start(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_custom_small_asks_for_the_dataset_and_its_classes(tmp_path):
+  """The shipped config for one's own data leaves two keys to the command line: each missing
+  one is one line naming its override; set, the config validates."""
+  from fcos_jax.configs import custom_small, validate
+  out = run('train.py', '--config=custom_small', f'--workdir={tmp_path / "w"}')
+  assert_one_line_error(out, 'config.data.dataset', '--config.data.dataset=')
+  out = run('train.py', '--config=custom_small', f'--workdir={tmp_path / "w"}',
+            '--config.data.dataset=my_data')
+  assert_one_line_error(out, 'config.model.num_classes', '--config.model.num_classes=')
+  assert not (tmp_path / 'w').exists()
+  config = custom_small.get_config()
+  config.data.dataset, config.model.num_classes = 'my_data', 3
+  validate.validate(config)
+  assert config.model.backbone_norm == 'gn' and not config.init_checkpoint
+
+
 def test_import_without_torch_names_the_extra_before_downloading(tmp_path):
   """torch cannot be imported: a .pth file, given or to be downloaded, is one line naming the
   extra, and nothing is fetched (the mirror would serve the file)."""

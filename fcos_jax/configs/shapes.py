@@ -3,6 +3,8 @@
 The dataset is generated and converted to TFDS in `data.data_dir` on first use.
 """
 
+import os
+
 from fcos_jax.configs import coco_imprv
 
 
@@ -10,7 +12,7 @@ def get_config():
   config = coco_imprv.get_config()
   d = config.data
   d.dataset = 'fcos_shapes'
-  d.data_dir = '/tmp/fcos_jax_data'
+  d.data_dir = os.path.expanduser(os.path.join('~', '.cache', 'fcos_jax', 'data'))  # per user
   d.synthetic = True                  # generate + convert if missing
   d.synthetic_train_images = 5000
   d.synthetic_eval_images = 200

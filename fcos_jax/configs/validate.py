@@ -29,6 +29,12 @@ def _positive_int(config, key: str, allow_zero: bool = False) -> None:
 
 def validate(config) -> None:
   """Raise `ConfigError` on the first value that cannot work."""
+  # Keys a config leaves for the command line (configs/custom_small.py).
+  for key, what in (('data.dataset', 'the TFDS name of your dataset (the --name given to '
+                     'fcos convert)'),
+                    ('model.num_classes', "the number of your dataset's categories")):
+    section, leaf = key.split('.')
+    _check(config[section][leaf] is not None, key, None, f'set it to {what}: --config.{key}=...')
   for key in ('batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints',
               'eval_batch_size', 'data.max_boxes', 'data.max_size', 'data.eval_min_size',
               'data.size_divisibility', 'model.num_classes', 'data.shuffle_buffer',

@@ -1,5 +1,6 @@
 """Offline COCO evaluation.
 
+  python evaluate.py --workdir DIR [--step N|best]      # the run's recorded config
   python evaluate.py --config configs/coco.py --workdir DIR [--step N] [--split validation]
       [--annotations instances_val2017.json]          # official ground truth (default: from TFDS)
   python evaluate.py --config configs/coco.py --params DIR   # a params checkpoint

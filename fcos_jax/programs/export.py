@@ -1,6 +1,7 @@
 """Export a trained checkpoint as a self-contained inference artifact.
 
-  python export.py --config configs/coco.py --workdir DIR [--step N] --out EXPORT_DIR
+  python export.py --workdir DIR [--step N|best] --out EXPORT_DIR    # the run's own config
+  python export.py --config configs/coco.py --workdir DIR --out EXPORT_DIR
   python export.py --config configs/coco_torchvision.py --params DIR --out EXPORT_DIR
       [--format stablehlo|onnx|savedmodel] [--overwrite] [--tta flip,scales=0.8:1.2]
       [--format onnx --precision float16 | int8 --calibration_images 64] [--format onnx --nonms]

@@ -1,4 +1,10 @@
-"""Train FCOS: `python train.py --config configs/coco.py --workdir DIR [--config.key=value ...]`.
+r"""Train FCOS (fcos train, fcos-train, python train.py).
+
+  fcos train --config shapes --workdir runs/shapes          # the demo: synthetic data, a CPU
+  fcos train --config custom_small --workdir runs/my_data \
+      --config.data.dataset=my_data --config.model.num_classes=3   # your data, from scratch
+  fcos train --config coco --workdir runs/coco --config.init_checkpoint=weights/r50
+  fcos config show coco                                      # every key a --config.KEY=VALUE sets
 
 Running the same command again resumes from the latest checkpoint in DIR. Multi-host: pass
 --coordinator_address/--num_processes/--process_id (or --jax_distributed on TPU pods and
