@@ -1,6 +1,6 @@
 """Drawing detections on images (PIL)."""
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -36,3 +36,31 @@ def draw_detections(image: np.ndarray, detections: Sequence[Dict[str, Any]],
     draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=color)
     draw.text((x0 + 2, ty), text, fill=(0, 0, 0), font=font)
   return im
+
+
+KEY_BACKGROUND = (40, 40, 40)
+
+
+def add_key(im: Image.Image, entries: Sequence[Tuple[str, Tuple[int, int, int]]]) -> Image.Image:
+  """`im` with a key strip underneath (dark grey): per entry an outlined swatch in its colour
+  and its text, wrapped onto more rows when the image is narrow."""
+  font = ImageFont.load_default()
+  probe = ImageDraw.Draw(im)
+  line_h = max(probe.textbbox((0, 0), text, font=font)[3] for text, _ in entries) + 8
+  rows, x = [[]], 4
+  for text, color in entries:
+    width = 22 + probe.textlength(text, font=font) + 10
+    if x + width > im.width and rows[-1]:
+      rows.append([])
+      x = 4
+    rows[-1].append((x, text, color))
+    x += width
+  out = Image.new('RGB', (im.width, im.height + line_h * len(rows)), KEY_BACKGROUND)
+  out.paste(im, (0, 0))
+  draw = ImageDraw.Draw(out)
+  for r, row in enumerate(rows):
+    y = im.height + r * line_h + line_h // 2
+    for x, text, color in row:
+      draw.rectangle([x, y - 5, x + 16, y + 5], outline=color, width=2)
+      draw.text((x + 22, y), text, fill=(255, 255, 255), font=font, anchor='lm')
+  return out

@@ -128,3 +128,54 @@ def test_analysis_writes_pictures_and_table(shapes_tfds, shapes_coco, tmp_path):
   assert summary['calibration']['num_matched'] > n // 2
   text = error_analysis.format_analysis(summary)
   assert 'background' in text and 'Pearson r' in text
+  # Each picture has a key strip underneath: white for ground truth, then the colour of each
+  # class predicted (score >= 0.5) in that image, and no other class's colour.
+  from PIL import Image
+  from fcos_jax import visualize
+  labels = {c['id']: i for i, c in enumerate(gt['categories'])}
+  for name in summary['pictures']:
+    image_id = int(name.split('_')[1].split('.')[0])
+    info = next(im for im in gt['images'] if im['id'] == image_id)
+    scale = max(1, -(-384 // max(info['height'], info['width'])))
+    picture = np.asarray(Image.open(tmp_path / name).convert('RGB'))
+    assert picture.shape[1] == info['width'] * scale
+    strip = picture[info['height'] * scale:]
+    assert 10 < strip.shape[0] < 60
+    colours = {tuple(int(v) for v in c) for c in strip.reshape(-1, 3)}
+    predicted = {labels[r['category_id']] for r in results
+                 if r['image_id'] == image_id and r['score'] >= 0.5}
+    assert predicted and visualize.GROUND_TRUTH_COLOR in colours
+    for label, colour in enumerate(visualize.PALETTE[:len(labels)]):
+      assert (colour in colours) == (label in predicted), (name, label)
+
+
+def test_calibration_and_confusion_plots_have_a_colour_bar_and_legend(monkeypatch, tmp_path):
+  """The colour bar spans the counts numpy bins (one scale for both panels), the y = x line is
+  in a legend, and the confusion matrix's bar spans the shares 0 to 1."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  from fcos_jax.analysis import plots
+  figures = []
+  monkeypatch.setattr(plt, 'close', figures.append)
+  rng = np.random.default_rng(0)
+  iou = rng.uniform(0.1, 1, 500)
+  matched = {'iou': iou, 'score': np.clip(iou + rng.normal(0, 0.05, 500), 0, 1),
+             'class_prob': rng.uniform(0, 1, 500)}
+  calibration.plot_score_vs_iou(matched, calibration.score_iou_correlation(matched),
+                                str(tmp_path / 'c.png'))
+  bins = np.linspace(0, 1, 41)
+  most = max(np.histogram2d(iou, matched[k], bins=[bins, bins])[0].max()
+             for k in ('score', 'class_prob'))
+  fig = figures.pop()
+  *panels, bar = fig.axes
+  assert len(panels) == 2 and bar.get_ylabel() == 'detections per bin'
+  assert [p.collections[0].norm.vmax for p in panels] == [most, most]
+  assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ['score = IoU']
+  cm = coco_matching.confusion_matrix(
+      gt_of([(1, 2, 10, 10, 20, 20)]), [det(1, 2, 10, 10, 20, 20, 0.9)], iou_threshold=0.5,
+      min_score=0.5)
+  plots.plot_confusion(cm, str(tmp_path / 'm.png'))
+  ax, bar = figures.pop().axes
+  assert bar.get_ylabel() == "share of the row's boxes" and bar.get_ylim() == (0, 1)
+  assert (tmp_path / 'c.png').stat().st_size > 5000 and (tmp_path / 'm.png').stat().st_size > 5000

@@ -32,7 +32,8 @@ def pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], *,
              split: Optional[str] = None, num_images: int = 6,
              min_score: float = CONFUSION_MIN_SCORE) -> list:
   """[(image id, PIL image)] of the first `num_images` images of the split with their
-  detections (score >= min_score) and ground truth (white) drawn."""
+  detections (score >= min_score, a colour per class) and ground truth (white) drawn, and a
+  key of both underneath."""
   from fcos_jax import visualize
   from fcos_jax.data import input_pipeline
   builder = input_pipeline.get_builder(config.data)
@@ -51,8 +52,12 @@ def pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], *,
              if a['image_id'] == image_id]
     image = ex['image']
     scale = max(1, -(-384 // max(image.shape[:2])))
-    out.append((image_id, visualize.draw_detections(image, dets, scale=scale,
-                                                    ground_truth=boxes)))
+    picture = visualize.draw_detections(image, dets, scale=scale, ground_truth=boxes)
+    key = [('ground truth', visualize.GROUND_TRUTH_COLOR)] + [
+        (f'predicted {names[c["id"]]}', visualize.PALETTE[labels[c['id']] %
+                                                          len(visualize.PALETTE)])
+        for c in gt['categories'] if any(d['label'] == labels[c['id']] for d in dets)]
+    out.append((image_id, visualize.add_key(picture, key)))
   return out
 
 

@@ -33,14 +33,15 @@ def plot_pr_curves(curves: Sequence[Dict[str, Any]], path: str, iou_threshold: f
 
 
 def plot_confusion(cm: Dict[str, Any], path: str) -> None:
-  """The confusion matrix as a heat map of row-normalized shares, counts written in the cells."""
+  """The confusion matrix as a heat map of row-normalized shares (the colour bar), counts
+  written in the cells."""
   plt = pyplot()
   counts = np.asarray(cm['counts'])
   rows = counts.sum(axis=1, keepdims=True)
   share = counts / np.where(rows > 0, rows, 1)
   n = len(cm['labels'])
   fig, ax = plt.subplots(figsize=(1.1 * n + 2, 0.9 * n + 1.6), dpi=100)
-  ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
+  image = ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
   for i in range(counts.shape[0]):
     for j in range(counts.shape[1]):
       if counts[i, j]:
@@ -52,6 +53,7 @@ def plot_confusion(cm: Dict[str, Any], path: str) -> None:
   ax.set_ylabel('ground truth')
   ax.set_title(f'Confusion, IoU >= {cm["iou_threshold"]:g}, score >= {cm["min_score"]:g}',
                fontsize=10)
+  fig.colorbar(image, ax=ax, label="share of the row's boxes", fraction=0.046, pad=0.04)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
