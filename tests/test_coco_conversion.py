@@ -355,11 +355,15 @@ def test_ctrl_c_during_conversion_exits_130_and_keeps_the_earlier_dataset(tmp_pa
       env=dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='3'),
       # A suite started in the background inherits SIGINT ignored; the child must not.
       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  for line in proc.stdout:
-    if 'preparing dataset' in line:  # TFDS has started writing
-      proc.send_signal(signal.SIGINT)
+  seen = ''
+  while 'converting train' not in seen:  # the bar: TFDS has started writing
+    chunk = os.read(proc.stderr.fileno(), 4096).decode()
+    if not chunk:
       break
+    seen += chunk
+  proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
+  err = seen + err
   assert proc.returncode == 130, err[-3000:]
   assert err.strip().splitlines()[-1] == 'interrupted (Ctrl-C)' and 'Traceback' not in err
   assert ids_of(data_dir) == [1]
@@ -374,3 +378,46 @@ def test_annotation_file_with_a_byte_order_mark(tmp_path):
     f.write(b'\xef\xbb\xbf' + data)  # as Windows editors save UTF-8
   coco_conversion.convert('atomic', str(tmp_path / 'tfds'), {'train': (ann, images)})
   assert ids_of(str(tmp_path / 'tfds')) == [1]
+
+
+def test_clean_report_has_every_kind_and_the_split_counts():
+  report = coco_conversion.Report()
+  report.wrote('train', 2)
+  report.wrote('train', 0)
+  data = report.to_json()
+  assert data['splits'] == {'train': {'images': 2, 'boxes': 2}} and data['examples'] == {}
+  assert set(data['counts']) == set(coco_conversion.ERROR_KINDS) | set(coco_conversion.INFO_KINDS)
+  assert not any(data['counts'].values())
+  assert report.summary().splitlines()[1:] == ['  train: 2 images, 2 boxes written',
+                                               '  skipped: none', '  kept / repaired: none']
+
+
+def test_command_is_quiet_and_summarizes_per_split(tmp_path):
+  """No line per repaired item, no TFDS banner or bars: per-split counts, the kinds found with
+  their first items, and every item in conversion_report.json."""
+  import subprocess
+  import sys
+  ann, images = small_dataset(tmp_path, [(20, 20)] * 6)
+  data = json.loads(open(ann).read())
+  (tmp_path / 'train.json').write_text(json.dumps(dict(data, annotations=data['annotations'][:1])))
+  data_dir = str(tmp_path / 'tfds')
+  out = subprocess.run(
+      [sys.executable, '-m', 'fcos_jax.data.convert_coco', '--name', 'atomic', '--data_dir',
+       data_dir, '--annotations', str(tmp_path / 'train.json'), '--images', images, '--split',
+       'train', '--annotations', ann, '--images', images, '--split', 'validation'],
+      capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'Downloading and preparing' not in out.stdout and 'Generating' not in out.stderr
+  assert 'image_without_boxes' not in out.stderr, out.stderr  # no log line per item
+  assert 'converting train: 100%' in out.stderr
+  assert '  train: 6 images, 1 boxes written\n  validation: 6 images, 6 boxes written' in out.stdout
+  assert re.search(r'image_without_boxes\s+5\b', out.stdout) and 'corrupt_image' not in out.stdout
+  assert len(re.findall(r'^      image id \d+', out.stdout, re.M)) == 3, out.stdout
+  assert '... 2 more' in out.stdout
+  with open(f'{data_dir}/atomic/1.0.0/conversion_report.json') as f:
+    report = json.load(f)
+  assert report['counts']['image_without_boxes'] == 5 and report['counts']['corrupt_image'] == 0
+  assert len(report['examples']['image_without_boxes']) == 5
+  assert report['splits'] == {'train': {'images': 6, 'boxes': 1},
+                              'validation': {'images': 6, 'boxes': 6}}
+  assert f'every item: {data_dir}/atomic/1.0.0/conversion_report.json' in out.stdout

@@ -11,14 +11,18 @@ alias).
 Features: 'image' (RGB), 'image/filename', 'image/id', 'objects' {'bbox' normalized
 [ymin, xmin, ymax, xmax], 'label' (index in the category list), 'area', 'id', 'is_crowd'}.
 Beside the TFDS files, `categories.json` keeps the label -> (COCO id, name) list and
-`conversion_report.json` the per-kind counts of everything repaired or skipped.
+`conversion_report.json` the images and boxes written per split and the counts and items of
+everything repaired or skipped.
 
-Bad input is never dropped silently: every problem is logged with its image/annotation id and
-file and counted per kind; `--on_error=fail` stops at the first one instead.
+Bad input is never dropped silently: every problem is counted per kind and kept in the report
+with its image/annotation id and file (the summary shows the first few of each kind, not a log
+line per item); `--on_error=fail` stops at the first one instead.
 """
 
 import collections
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -63,14 +67,22 @@ class ConversionError(errors.DataError):
   """Bad input with on_error='fail', or input that cannot be converted at all."""
 
 
+SUMMARY_EXAMPLES = 3  # items of each kind the summary shows; the report file keeps all
+
+
 @dataclasses.dataclass
 class Report:
-  """Counts per kind plus the first few messages of each kind."""
+  """Counts and messages per kind, and the images and boxes written per split.
+
+  Items are only collected, never logged one by one (a repaired dataset can have thousands):
+  `summary()` shows the non-zero kinds with their first few items, `to_json()` keeps every
+  item for `conversion_report.json`."""
   on_error: str = 'skip'
   counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  examples: Dict[str, List[str]] = dataclasses.field(
+  examples: Dict[str, List[str]] = dataclasses.field(  # every message of each kind
       default_factory=lambda: collections.defaultdict(list))
-  max_examples: int = 20
+  written: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
+  path: Optional[str] = None  # the conversion_report.json written, once it is
 
   def add(self, kind: str, message: str) -> None:
     if kind not in ERROR_KINDS and kind not in INFO_KINDS:
@@ -78,20 +90,41 @@ class Report:
     if kind in ERROR_KINDS and self.on_error == 'fail':
       raise ConversionError(f'{kind}: {message}')
     self.counts[kind] += 1
-    if len(self.examples[kind]) < self.max_examples:
-      self.examples[kind].append(message)
-    (logging.warning if kind in ERROR_KINDS else logging.info)('%s: %s', kind, message)
+    self.examples[kind].append(message)
+    logging.debug('%s: %s', kind, message)
+
+  def wrote(self, split: str, num_boxes: int) -> None:
+    """One example of `split` written, with `num_boxes` objects."""
+    counts = self.written.setdefault(split, {'images': 0, 'boxes': 0})
+    counts['images'] += 1
+    counts['boxes'] += num_boxes
 
   def summary(self) -> str:
-    lines = ['conversion summary (kind: count):']
+    lines = ['conversion summary:']
+    for split, c in self.written.items():
+      lines.append(f'  {split}: {c["images"]} images, {c["boxes"]} boxes written')
     for kinds, title in ((ERROR_KINDS, 'skipped'), (INFO_KINDS, 'kept / repaired')):
+      found = [k for k in kinds if self.counts.get(k)]
+      if not found:
+        lines.append(f'  {title}: none')
+        continue
       lines.append(f'  {title}:')
-      for kind, meaning in kinds.items():
-        lines.append(f'    {kind:<30}{self.counts.get(kind, 0):>8}   {meaning}')
+      for kind in found:
+        lines.append(f'    {kind:<30}{self.counts[kind]:>8}   {kinds[kind]}')
+        lines += [f'      {m}' for m in self.examples[kind][:SUMMARY_EXAMPLES]]
+        if self.counts[kind] > SUMMARY_EXAMPLES:
+          lines.append(f'      ... {self.counts[kind] - SUMMARY_EXAMPLES} more')
+    if self.path and self.counts:
+      lines.append(f'  every item: {self.path}')
     return '\n'.join(lines)
 
   def to_json(self) -> Dict[str, Any]:
-    return {'counts': dict(self.counts), 'examples': dict(self.examples)}
+    """'counts' of every kind (0 included), 'examples': every message of each kind found,
+    'splits': images and boxes written per split."""
+    kinds = list(ERROR_KINDS) + list(INFO_KINDS)
+    return {'counts': {k: self.counts.get(k, 0) for k in kinds},
+            'examples': {k: self.examples[k] for k in kinds if self.examples.get(k)},
+            'splits': self.written}
 
 
 def coco_features(category_names: Sequence[str]):
@@ -282,12 +315,18 @@ def _annotations_by_image(data: Dict[str, Any], images: Dict[int, Any],
 
 
 def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[str, Any]],
-                   report: Report) -> Iterator[Tuple[int, Dict[str, Any]]]:
-  """(key, example) pairs of one split, validating as it goes."""
+                   report: Report, progress: Optional[str] = None
+                   ) -> Iterator[Tuple[int, Dict[str, Any]]]:
+  """(key, example) pairs of one split, validating as it goes; `progress`: the label of a
+  progress bar over its images (none if empty)."""
   images = _valid_images(data, report)
   by_image = _annotations_by_image(data, images, {c['id']: i for i, c in enumerate(categories)},
                                    report)
-  for image_id in sorted(images):
+  ids = sorted(images)
+  if progress:
+    from tqdm import tqdm
+    ids = tqdm(ids, desc=progress, unit='images')
+  for image_id in ids:
     im = images[image_id]
     path = os.path.join(images_dir, im['file_name'])
     inside = os.path.abspath(images_dir)
@@ -331,10 +370,32 @@ def _check_output(name: str, data_dir: str, version: str, overwrite: bool) -> st
   return out
 
 
-def _counted(split: str, examples: Iterator, yielded: Dict[str, int]) -> Iterator:
-  for example in examples:
-    yielded[split] += 1
-    yield example
+def _counted(split: str, examples: Iterator, report: Report) -> Iterator:
+  try:
+    for example in examples:
+      report.wrote(split, len(example[1]['objects']['id']))
+      yield example
+  finally:  # also on an error or Ctrl-C in TFDS: the progress bar ends before the message
+    examples.close()
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS's own output while it stores local examples, off: its progress bars (no total, one
+  per split and shuffle) and the 'Downloading and preparing dataset Unknown size' lines it
+  prints to stdout (kept in the DEBUG log)."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+  import tensorflow_datasets as tfds
+  shown = getattr(tqdm_utils, '_active', True)
+  tfds.display_progress_bar(False)
+  printed = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(printed):
+      yield
+  finally:
+    tfds.display_progress_bar(shown)
+    if printed.getvalue().strip():
+      logging.debug('TFDS: %s', printed.getvalue().strip())
 
 
 def _swap_in(built: str, out: str) -> None:
@@ -352,8 +413,10 @@ def _swap_in(built: str, out: str) -> None:
 
 
 def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
-            on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False) -> Report:
-  """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)}.
+            on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False,
+            progress: bool = False) -> Report:
+  """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)};
+  `progress`: a progress bar per split.
 
   The dataset is built in a temporary folder beside the target and moved there only when
   complete: a failure or Ctrl-C leaves an earlier conversion as it was."""
@@ -376,22 +439,22 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
     loaded[split] = (data, images_dir)
   out = _check_output(name, data_dir, version, overwrite)
 
-  yielded = collections.Counter()
-  split_data = {split: _counted(split, split_examples(data, images_dir, categories, report),
-                                yielded)
+  split_data = {split: _counted(split, split_examples(
+      data, images_dir, categories, report, f'converting {split}' if progress else None), report)
                 for split, (data, images_dir) in loaded.items()}
   staging = os.path.join(data_dir, f'.{name}-{version}.converting-{os.getpid()}')
   try:
     try:
-      builder = tfds.dataset_builders.store_as_tfds_dataset(
-          name=name, version=version, features=coco_features([c['name'] for c in categories]),
-          split_datasets=split_data, data_dir=staging,
-          description=f'COCO-format detection dataset converted by fcos_jax ({len(categories)} '
-                      'categories).')
+      with _quiet_tfds():
+        builder = tfds.dataset_builders.store_as_tfds_dataset(
+            name=name, version=version, features=coco_features([c['name'] for c in categories]),
+            split_datasets=split_data, data_dir=staging,
+            description=f'COCO-format detection dataset converted by fcos_jax '
+                        f'({len(categories)} categories).')
     except errors.UserError:
       raise
     except Exception:  # noqa: BLE001 - an empty split is the user's; anything else a bug
-      empty = [split for split in loaded if not yielded[split]]
+      empty = [split for split in loaded if split not in report.written]
       if empty:
         reasons = ', '.join(f'{k} {n}' for k, n in report.counts.most_common()
                             if k in ERROR_KINDS) or 'the file lists no image'
@@ -404,6 +467,9 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
     with open(os.path.join(built, 'conversion_report.json'), 'w') as f:
       json.dump(report.to_json(), f, indent=1)
     _swap_in(built, out)
+    report.path = os.path.join(out, 'conversion_report.json')
   finally:  # success, failure or Ctrl-C: the staging folder goes
+    for examples in split_data.values():
+      examples.close()
     shutil.rmtree(staging, ignore_errors=True)
   return report

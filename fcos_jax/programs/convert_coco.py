@@ -6,7 +6,8 @@ with the features of TFDS `coco/2017`.
       --annotations val.json --images val_images/ --split validation
 
 Bad records are skipped and counted per kind (`--on_error=fail` stops at the first one); the
-counts go to the dataset's `conversion_report.json`. An existing conversion is replaced only with
+summary shows the images and boxes written per split and the first few items of each kind found,
+the dataset's `conversion_report.json` all of them. An existing conversion is replaced only with
 --overwrite, and only once the new one is complete (it is built in a folder beside it); Ctrl-C
 leaves the earlier one as it was. The conversion itself: `fcos_jax.data.coco_conversion`.
 """
@@ -50,7 +51,7 @@ def main(argv):
   report = coco_conversion.convert(
       _NAME.value, os.path.expanduser(_DATA_DIR.value),
       {s: (a, i) for s, a, i in zip(splits, annotations, images)},
-      on_error=_ON_ERROR.value, overwrite=_OVERWRITE.value)
+      on_error=_ON_ERROR.value, overwrite=_OVERWRITE.value, progress=True)
   print(report.summary())
 
 
