@@ -224,6 +224,7 @@ def test_tool_on_a_split(shapes_tfds, tmp_path):
   gt = coco_data.load_ground_truth(c, 'validation')
   n = sum(1 for a in gt['annotations'] if not a['iscrowd'])
   assert f'11 images, {n} non-crowd boxes (0 more cut' in out.stdout
+  assert 'assigning validation: 100%' in out.stderr and '11/11' in out.stderr  # a total
   assert 'after FPN level assignment' in out.stdout
   assert (tmp_path / 'assigner_bpr.png').stat().st_size > 1000
   bad = subprocess.run([sys.executable, '-m', 'fcos_jax.tools.assigner_stats', *common,

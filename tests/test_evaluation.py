@@ -100,14 +100,16 @@ def test_detections_map_back_to_the_original_frame(config):
   assert stats['AP75'] == pytest.approx(1.0)
 
 
-def test_every_image_is_evaluated_once(config):
+def test_every_image_is_evaluated_once(config, capsys):
   from fcos_jax.models import fcos
   model = fcos.create_model(config.model)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 96, 128, 3)))
   config.postprocess.score_threshold = 0.0
-  metrics = evaluation.evaluate(config, model, variables, tag='test')
+  metrics = evaluation.evaluate(config, model, variables, tag='test', progress=True)
   gt = tfds_ground_truth(config)
   assert metrics['num_images'] == metrics['split_size'] == len(gt['images']) == 11
+  assert 'evaluating validation: 100%' in capsys.readouterr().err  # the bar has its total
+  assert prediction.split_images(config.data, 'validation[:4]') == 4
   assert metrics['num_detections'] > 0
   assert 0.0 <= metrics['AP'] <= 1.0
 

@@ -130,6 +130,16 @@ def test_progress_and_eval_pictures_are_logged(reference_run):
   assert len(pictures) == 4, sorted(tags)
 
 
+def test_demo_data_preparation_shows_progress_and_a_short_summary(reference_run):
+  """The run made its synthetic data: a bar with a total while generating, the per-split counts
+  at the end, no log line per image without boxes and no TFDS banner."""
+  _, log, stdout = reference_run
+  assert 'generating train: 100%' in log and '24/24' in log
+  assert re.search(r'train: 24 images, \d+ boxes written', log), log[:3000]
+  assert 'image_without_boxes: image id' not in log
+  assert 'Downloading and preparing' not in stdout + log
+
+
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, data_dir, tmp_path):
   workdir = str(tmp_path / 'killed')
   # An evaluation after step 5 gives the asynchronous checkpoint of step 4 time to be finalized

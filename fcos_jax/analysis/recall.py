@@ -95,7 +95,9 @@ def collect(config, *, split: Optional[str] = None, batch_size: Optional[int] = 
   bar = None
   if progress:
     from tqdm import tqdm
-    bar = tqdm(desc=f'assigning {split or config.data.eval_split}', unit='images')
+    from fcos_jax.evaluation import prediction
+    bar = tqdm(desc=f'assigning {split or config.data.eval_split}', unit='images',
+               total=prediction.split_images(config.data, split))
   for batch in ds.as_numpy_iterator():
     shape = batch['image'].shape[1:3]
     stats = jax.device_get(fns[shape](batch['boxes'], batch['box_valid']))

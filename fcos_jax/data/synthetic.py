@@ -112,15 +112,21 @@ def make_image(rng: np.random.Generator, h: int, w: int, max_objects: int,
 
 def generate_split(out_dir: str, split: str, num_images: int, seed: int,
                    image_size: Tuple[int, int] = (160, 160), size_jitter: float = 0.25,
-                   max_objects: int = 6, empty_fraction: float = 0.05) -> Dict:
+                   max_objects: int = 6, empty_fraction: float = 0.05,
+                   progress: bool = False) -> Dict:
   """Writes one split; returns its COCO dict. Image sizes vary around `image_size` (h, w), and
-  about a third of the images are portrait, so aspect-ratio buckets get used."""
+  about a third of the images are portrait, so aspect-ratio buckets get used. `progress`: a
+  progress bar (thousands of images take a minute or more)."""
   rng = np.random.default_rng([seed, sum(map(ord, split))])
   img_dir = os.path.join(out_dir, 'images', split)
   os.makedirs(img_dir, exist_ok=True)
   images, annotations = [], []
   ann_id = 1
-  for k in range(num_images):
+  steps = range(num_images)
+  if progress:
+    from tqdm import tqdm
+    steps = tqdm(steps, desc=f'generating {split}', unit='images')
+  for k in steps:
     base_h, base_w = image_size
     if rng.random() < 0.33:
       base_h, base_w = base_w, base_h
@@ -144,18 +150,20 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int,
   return coco
 
 
-def generate(out_dir: str, splits: Dict[str, int], seed: int = 0, **kwargs) -> None:
+def generate(out_dir: str, splits: Dict[str, int], seed: int = 0, progress: bool = False,
+             **kwargs) -> None:
   for split, n in splits.items():
-    generate_split(out_dir, split, n, seed, **kwargs)
+    generate_split(out_dir, split, n, seed, progress=progress, **kwargs)
 
 
 SETTINGS_FILE = 'synthetic_settings.json'
 
 
 def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int = 0,
-                   **kwargs) -> str:
+                   progress: bool = True, **kwargs) -> str:
   """Generate the dataset and convert it to TFDS `name` in `data_dir`, unless already there
-  with the same settings (a dataset made with other settings is refused, never reused).
+  with the same settings (a dataset made with other settings is refused, never reused);
+  `progress`: progress bars while generating and converting, and the conversion summary.
 
   Returns the folder of the COCO-format files (annotations/{split}.json, images/{split}/).
   """
@@ -171,10 +179,14 @@ def ensure_dataset(name: str, data_dir: str, splits: Dict[str, int], seed: int =
       return raw
   except tfds.core.registered.DatasetNotFoundError:
     pass
-  generate(raw, splits, seed, **kwargs)
-  coco_conversion.convert(name, data_dir, {
+  logging.info('generating the synthetic dataset %s in %s (%s)', name, raw,
+               ', '.join(f'{split} {n} images' for split, n in splits.items()))
+  generate(raw, splits, seed, progress=progress, **kwargs)
+  report = coco_conversion.convert(name, data_dir, {
       split: (os.path.join(raw, 'annotations', f'{split}.json'),
-              os.path.join(raw, 'images', split)) for split in splits}, overwrite=True)
+              os.path.join(raw, 'images', split)) for split in splits}, overwrite=True,
+      progress=progress)
+  logging.info('%s', report.summary())
   with open(os.path.join(str(tfds.builder(name, data_dir=data_dir).data_dir), SETTINGS_FILE),
             'w') as f:
     json.dump(dict(settings, seed=seed), f, indent=1)

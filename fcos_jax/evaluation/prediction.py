@@ -38,6 +38,17 @@ def to_coco_results(det, batch, class_ids: Sequence[int],
   return results
 
 
+def split_images(data_config, split: Optional[str] = None) -> Optional[int]:
+  """Images in this process's part of the split (default the eval split), from the TFDS split
+  info: a progress bar's total. None where the split info does not say."""
+  part = input_pipeline.process_split(split or data_config.eval_split, jax.process_index(),
+                                      jax.process_count())
+  try:
+    return int(input_pipeline.get_builder(data_config).info.splits[part].num_examples)
+  except (KeyError, ValueError, TypeError, AttributeError):
+    return None
+
+
 class _Programs:
   """The predict function compiled once per padded input shape, each compilation timed."""
 
@@ -83,7 +94,8 @@ def predict_split(config, model, variables, *, split: Optional[str] = None,
   bar = None
   if progress:
     from tqdm import tqdm
-    bar = tqdm(desc=f'evaluating {split or config.data.eval_split}', unit='images')
+    bar = tqdm(desc=f'evaluating {split or config.data.eval_split}', unit='images',
+               total=split_images(config.data, split))
   start = time.perf_counter()
   for batch in ds.as_numpy_iterator():
     args = [jax.device_put(batch[k], batch_sharding) for k in inputs]
