@@ -29,10 +29,13 @@ class Reporter:
     self._pending: List[Dict[str, Any]] = []
     self._truncated = 0
     self._run_start, self._run_start_step = time.perf_counter(), start_step
+    self._first_step_time = None  # when the run's first step was through (compiled and run)
     self._last_time, self._last_step = time.perf_counter(), start_step
     self.reported: List[Tuple[int, float]] = []  # (steps, seconds) of each report
 
   def add(self, metrics: Dict[str, Any], truncated_boxes: int) -> None:
+    if self._first_step_time is None:
+      self._first_step_time = time.perf_counter()
     self._pending.append(metrics)
     self._truncated += truncated_boxes
 
@@ -52,13 +55,23 @@ class Reporter:
                    step_seconds=elapsed / steps, truncated_boxes=float(self._truncated))
     if jax.process_index() == 0:
       log_scalars(self._trackers, step, scalars)
-      rate = (step - self._run_start_step) / (time.perf_counter() - self._run_start)
+      rate, eta = self.eta(step)
       logging.info('progress: step %d of %d (%.0f%%), %.2f steps/s, ETA %s', step,
                    config.num_train_steps, 100 * step / config.num_train_steps, rate,
-                   _duration((config.num_train_steps - step) / rate))
+                   _duration(eta))
     self._pending, self._truncated = [], 0
     self._last_time, self._last_step = time.perf_counter(), step
     self.reported.append((steps, elapsed))
+
+  def eta(self, step: int) -> Tuple[float, float]:
+    """(steps/s, seconds left) at `step`, the rate measured from the run's first step on: the
+    wait for the first step (restore, input warm-up, compilation) is not a step's time. With
+    no step after the first yet, from the run's start."""
+    start, start_step = self._run_start, self._run_start_step
+    if self._first_step_time is not None and step > self._run_start_step + 1:
+      start, start_step = self._first_step_time, self._run_start_step + 1
+    rate = (step - start_step) / max(time.perf_counter() - start, 1e-9)
+    return rate, (self._config.num_train_steps - step) / rate
 
   def summary(self) -> Dict[str, float]:
     """Seconds per step and images/s over the reports of this process's run."""
