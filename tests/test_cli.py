@@ -49,3 +49,36 @@ def test_packaged_config_name_from_a_folder_holding_a_data_folder_of_that_name(t
   # The packaged config was read: the error is about its key, not about loading 'shapes'.
   assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-3000:]
   assert "unknown config key 'config.batch_sise'" in out.stderr.strip().splitlines()[-1]
+
+
+ONNX_IR_PROGRAM = '''
+import numpy as np
+import onnx_ir as ir
+from absl import logging
+from onnx_ir.passes.common import DeduplicateInitializersPass
+
+from fcos_jax.programs import cli
+
+
+def main(argv):
+  cli.no_arguments(argv)
+  graph = ir.Graph([], [], nodes=[])
+  for name in ('a', 'b'):
+    graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(np.ones(4, np.float32))))
+  DeduplicateInitializersPass()(ir.Model(graph, ir_version=10))  # logs one INFO line
+  logging.info('own line')
+
+
+cli.run(main)
+'''
+
+
+def test_library_info_logs_are_dropped_unless_verbose(tmp_path):
+  """onnx_ir's per-initializer INFO lines (thousands in an ONNX export) are not shown; the
+  program's own are; --verbose shows both."""
+  program = tmp_path / 'dedup.py'
+  program.write_text(ONNX_IR_PROGRAM)
+  quiet, verbose = _run(str(program)), _run(str(program), '--verbose')
+  assert quiet.returncode == verbose.returncode == 0, quiet.stderr[-2000:]
+  assert 'own line' in quiet.stderr and 'Replaced initializer' not in quiet.stderr
+  assert 'own line' in verbose.stderr and "Replaced initializer 'b'" in verbose.stderr
