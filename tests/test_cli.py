@@ -27,9 +27,20 @@ def _run(*args):
 def test_help_shows_the_programs_flags_and_exits_0(program):
   out = _run('-m', f'fcos_jax.programs.{program}', '--help')
   assert out.returncode == 0, out.stderr[-2000:]
-  own, _, shared = out.stdout.partition('\nshared flags:')
-  assert f'--{PROGRAMS[program]}' in own.partition('\nflags:')[2], out.stdout
-  assert '--[no]verbose' in shared
+  own, _, shared = out.stdout.partition('\nflags:\n')[2].partition('\n\n')
+  assert f'--{PROGRAMS[program]}' in own, out.stdout
+  assert '--[no]verbose' in shared.partition('other:\n')[2]
+
+
+def test_help_groups_the_shared_flags_after_the_programs_own():
+  out = _run('-m', 'fcos_jax.programs.predict', '--help')
+  text = out.stdout[out.stdout.index('\nflags:\n'):]  # past the usage lines
+  order = [text.index(s) for s in ('\nflags:\n  --config', '\ninputs and outputs:\n  --image',
+                                   '--min_score', '\nweights:\n  --workdir', '--tta',
+                                   '\ncompiled programs:', '\nother:\n  --[no]verbose')]
+  assert order == sorted(order), text
+  version = _run('-m', 'fcos_jax.programs.predict', '--version')
+  assert version.returncode == 0 and version.stdout.startswith('predict.py (fcos_jax) ')
 
 
 def test_short_help_from_a_checkout_script_and_a_stray_argument():

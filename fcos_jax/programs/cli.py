@@ -89,17 +89,41 @@ def config_help(what: str = 'The config', from_workdir: bool = False) -> str:
 HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
 
 
+# The shared flags in the order and groups --help shows them, after the program's own.
+HELP_GROUPS = (
+    ('inputs and outputs', ('image', 'out', 'overwrite', 'min_score', 'batch_size',
+                            'annotations', 'draw_scale', 'exif_orientation', 'max_pixels')),
+    ('weights', ('workdir', 'step', 'params', 'raw_weights')),
+    ('inference for hard cases', ('tta', 'slice', 'overlap', 'slice_full')),
+    ('several processes', ('coordinator_address', 'coordinator_bind_address', 'num_processes',
+                           'process_id', 'jax_distributed')),
+    ('compiled programs', ('compilation_cache_dir',)),
+)
+
+
+def _flag_help(flag) -> str:
+  """One flag as absl's help writes it: --[no]name for booleans, its help, its default."""
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  text = f'{name}: {flag.help}'
+  if flag.default is not None and flag.default != []:
+    text += f' (default: {flag.default_as_str})'
+  return flags.text_wrap(text, length=80, indent='    ', firstline_indent='  ')
+
+
 def print_help(program_module: str) -> None:
-  """The program's docstring (its usage), its own flags, then the shared ones."""
+  """The program's docstring (its usage), its own flags, then the shared ones in groups."""
   module = sys.modules.get(program_module)
   doc = (module.__doc__ or '').strip() if module else ''
   print(doc)
-  for title, name in (('flags', program_module), ('shared flags', __name__)):
-    lines = FLAGS.module_help(name).strip().splitlines()
-    if lines and lines[0].endswith(':'):  # absl's header: the module's name
-      lines = lines[1:]
-    if lines:
-      print(f'\n{title}:\n' + '\n'.join(lines))
+  own = FLAGS.get_flags_for_module(program_module)
+  shared = {f.name: f for f in FLAGS.get_flags_for_module(__name__)}
+  sections = [('flags', sorted(own, key=lambda f: f.name))]
+  for title, names in HELP_GROUPS:
+    sections.append((title, [shared.pop(n) for n in names if n in shared]))
+  sections.append(('other', [shared[n] for n in sorted(shared)]))
+  for title, group in sections:
+    if group:
+      print(f'\n{title}:\n' + '\n'.join(_flag_help(f) for f in group))
   print("\n--helpfull lists every flag, absl's own included.")
 
 
