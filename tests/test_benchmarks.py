@@ -76,3 +76,27 @@ def test_onnx_precision_times_exports_side_by_side(tmp_path):
   assert len(rows) == 2 and all('| float32 |' in r for r in rows)
   assert rows[0].split('|')[3] == rows[1].split('|')[3]  # MiB
   assert '(1.00x)' in rows[0] and rows[1].count('x)') == 2
+
+
+def test_video_predict_frames_and_comparison(tmp_path):
+  """benchmarks/video_predict.py's parts: the first --frames of a video (as PyAV decodes them),
+  and its detections column: equal, the largest difference, or different detections."""
+  import argparse
+  import av
+  import numpy as np
+  from benchmarks import video_predict
+  from fcos_jax import video_io
+  writer = video_io.VideoWriter(str(tmp_path / 'v.mp4'), 5)
+  for i in range(5):
+    writer.write(np.full((32, 48, 3), 40 * i, np.uint8))
+  writer.close()
+  args = argparse.Namespace(video=str(tmp_path / 'v.mp4'), frames=3)
+  frames = video_predict.frames_of(args)
+  with av.open(str(tmp_path / 'v.mp4')) as container:
+    want = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)][:3]
+  assert len(frames) == 3 and all((f == w).all() for f, w in zip(frames, want))
+  d = {'bbox': [1.0, 2.0, 3.0, 4.0], 'score': 0.5, 'label': 1}
+  moved = dict(d, bbox=[1.0, 2.0, 3.0, 4.25])
+  assert video_predict.compare([[d], []], [[dict(d)], []]) == 'equal'
+  assert video_predict.compare([[d]], [[moved]]) == 'max diff 2.5e-01'
+  assert video_predict.compare([[d]], [[dict(d, label=2)]]) == 'different detections'

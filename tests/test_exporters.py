@@ -478,3 +478,32 @@ def test_nms_free_onnx_gives_every_locations_box_and_scores(tmp_path):
   assert (scores == 0).any() and (scores > 0).mean() > 0.3  # both kinds of location
   with pytest.raises(Exception, match='NMS-free export'):
     serving.Detector(folder)
+
+
+def test_stablehlo_runner_pads_a_smaller_batch_to_a_compiled_one():
+  """`stablehlo.BatchPadded` on a per-row function: a smaller batch runs the smallest compiled
+  batch size that the caller's batch size allows (traced once), else its own; each row as
+  numpy computes it."""
+  from fcos_jax.exporters import stablehlo
+  traced = []
+
+  def fn(v, images, image_sizes):
+    traced.append(images.shape[0])
+    return {'total': images.astype(jnp.int32).sum(axis=(1, 2, 3)) * v['w'],
+            'area': image_sizes[:, 0] * image_sizes[:, 1]}
+  program = stablehlo.BatchPadded(fn, {'w': jnp.int32(3)})
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (8, 4, 5, 3), dtype=np.uint8)
+  sizes = rng.integers(1, 50, (8, 2)).astype(np.int32)
+  for part, batch_size, want_traced in (
+      (slice(0, 4), 4, [4]), (slice(4, 7), 4, [4]),  # a video's 4 then 3 frames: padded
+      (slice(6, 7), None, [4, 1]),                     # no batch size given: as it is
+      (slice(0, 2), 2, [4, 1, 2]),                     # 4 is above the caller's batch
+      (slice(0, 6), 8, [4, 1, 2, 6]), (slice(2, 7), 8, [4, 1, 2, 6]),  # 5 padded to 6
+      (slice(3, 4), 8, [4, 1, 2, 6])):                 # 1 compiled: the smallest
+    got = program(images[part], sizes[part], batch_size)
+    assert traced == want_traced, (part, batch_size)
+    np.testing.assert_array_equal(got['total'], images[part].astype(np.int64).sum((1, 2, 3)) * 3)
+    np.testing.assert_array_equal(got['area'], sizes[part, 0] * sizes[part, 1])
+  program(images[:2, :2], sizes[:2], 8)  # another shape: its own batch sizes
+  assert traced[-1] == 2 and len(traced) == 5

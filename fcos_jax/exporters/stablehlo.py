@@ -53,14 +53,42 @@ def write(fn, variables, shapes, out_dir: str, metadata) -> List[Dict[str, Any]]
   return files
 
 
-class _Program:
-  def __init__(self, exported, variables):
-    self.exported, self.variables = exported, variables
+class BatchPadded:
+  """`fn(variables, images, image_sizes)` jitted, compiled once per input shape. Called with
+  `batch_size` (the caller's batch, as `Detector.detect_many` does), a smaller batch is padded
+  (the last image repeated) to the smallest batch size already compiled for its shape that
+  `batch_size` allows: a video's or folder's last, partial batch reuses the full batches'
+  program instead of compiling its own (seconds). Without one compiled, it runs as it is, so
+  a lone image never pays for a full batch. The padding rows are dropped; each image's outputs
+  do not depend on the others'."""
 
-  def __call__(self, images, image_sizes):
-    out = self.exported.call(self.variables, jnp.asarray(images, jnp.uint8),
-                             jnp.asarray(image_sizes, jnp.int32))
-    return {k: np.asarray(v) for k, v in out.items()}
+  compiles_per_batch_size = True
+
+  def __init__(self, fn, variables):
+    self.variables = variables
+    self._fn = jax.jit(fn)
+    self._batches = {}  # (H, W) -> the batch sizes compiled
+
+  def __call__(self, images, image_sizes, batch_size=None) -> Dict[str, np.ndarray]:
+    images, image_sizes = np.asarray(images, np.uint8), np.asarray(image_sizes, np.int32)
+    n = images.shape[0]
+    compiled = self._batches.setdefault(images.shape[1:3], set())
+    batch = min((b for b in compiled if n <= b <= (batch_size or n)), default=n)
+    compiled.add(batch)
+    if batch > n:
+      images = np.concatenate([images, np.repeat(images[-1:], batch - n, axis=0)])
+      image_sizes = np.concatenate([image_sizes, np.repeat(image_sizes[-1:], batch - n, axis=0)])
+    out = self._fn(self.variables, images, image_sizes)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
+
+
+class _Program(BatchPadded):
+  """An exported program: `Exported.call` under `jax.jit` (one compiled program per input
+  shape, in the persistent compilation cache too), partial batches padded."""
+
+  def __init__(self, exported, variables):
+    super().__init__(exported.call, variables)
+    self.exported = exported
 
 
 def load(export_dir: str, metadata):

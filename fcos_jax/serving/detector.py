@@ -42,12 +42,9 @@ class Detector:
   def from_model(cls, config, model, variables, categories, tta=None) -> 'Detector':
     """The same interface over an in-process model (a training workdir or params checkpoint),
     with the export's preprocessing and outputs (`tta`: a `fcos_jax.tta.Spec`)."""
-    detect = jax.jit(export.detection_fn(config, model, tta))
-
-    def program(images, image_sizes):
-      out = detect(variables, jnp.asarray(images, jnp.uint8), jnp.asarray(image_sizes, jnp.int32))
-      return {k: np.asarray(v) for k, v in out.items()}
-
+    from fcos_jax.exporters import stablehlo
+    # Run as a StableHLO export is: jitted, a partial batch padded to a compiled batch size.
+    program = stablehlo.BatchPadded(export.detection_fn(config, model, tta), variables)
     self = cls.__new__(cls)
     shapes = sizes.eval_shapes(config.data)
     self.metadata = export.export_metadata(
@@ -78,12 +75,17 @@ class Detector:
   def shapes(self) -> Sequence[Tuple[int, int]]:
     return list(self.models)
 
-  def __call__(self, images, image_sizes) -> Dict[str, np.ndarray]:
-    """Preprocessed uint8 images [B, H, W, 3] (H, W one of `shapes`) and their unpadded (h, w)."""
+  def __call__(self, images, image_sizes, batch_size=None) -> Dict[str, np.ndarray]:
+    """Preprocessed uint8 images [B, H, W, 3] (H, W one of `shapes`) and their unpadded (h, w).
+    `batch_size`: the caller's batch, up to which a program that compiles each batch size (a
+    StableHLO export, an in-process model) may pad a smaller one to reuse its compilation."""
     shape = tuple(images.shape[1:3])
     if shape not in self.models:
       raise ValueError(f'input shape {shape} is not one of the exported shapes {self.shapes}')
-    return self.models[shape](images, image_sizes)
+    program = self.models[shape]
+    if batch_size and getattr(program, 'compiles_per_batch_size', False):
+      return program(images, image_sizes, batch_size)
+    return program(images, image_sizes)
 
   def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
     """One original uint8 RGB image -> padded input [H, W, 3] and its resized (h, w)."""
@@ -101,7 +103,7 @@ class Detector:
   def detect(self, image: np.ndarray) -> List[Dict[str, Any]]:
     """Detections of one original image, in its pixels: [{'bbox': [x0, y0, x1, y1], 'score',
     'label', 'class_name', 'category_id'}], best first."""
-    return self.detect_many([image])[0]
+    return self.detect_many([image], batch_size=1)[0]
 
   def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8
                   ) -> List[List[Dict[str, Any]]]:
@@ -122,7 +124,7 @@ class Detector:
       for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         out = self(np.stack([prepared[i][0] for i in chunk]),
-                   np.array([prepared[i][1] for i in chunk], np.int32))
+                   np.array([prepared[i][1] for i in chunk], np.int32), batch_size)
         for row, i in enumerate(chunk):
           results[i] = self._to_original(out, row, images[i].shape[:2], prepared[i][1])
     return results
