@@ -49,7 +49,7 @@ def _images(root):
 def test_beam_detects_files_as_predict_does(export_dir, tmp_path):
   _images(tmp_path / 'in')
   common = [f'--export={export_dir}', f'--image={tmp_path / "in"}', '--batch_size=1',
-            '--draw_scale=1', '--min_score=0.5']
+            '--draw_scale=1', '--min_score=0.09']  # about half the random detector's boxes
   pred = run('predict.py', *common, f'--out={tmp_path / "pred"}')
   assert pred.returncode == 0, pred.stderr[-3000:]
   out = tmp_path / 'beam'
@@ -63,6 +63,10 @@ def test_beam_detects_files_as_predict_does(export_dir, tmp_path):
   assert expected and sorted(rows, key=_key) == sorted(expected, key=_key)
   dets = {d['path']: d['detections'] for d in _lines(f'{out}/detections-*.jsonl')}
   assert dets == json.load(open(tmp_path / 'pred' / 'detections.json'))
+  # --min_score holds for every file written, not only the pictures.
+  assert min(r['score'] for r in expected) >= 0.09
+  assert min(d['score'] for found in dets.values() for d in found) >= 0.09
+  assert max(len(found) for found in dets.values()) < 100  # some of the 100 were left out
   skipped = open(glob.glob(f'{out}/skipped-*.txt')[0]).read()
   assert 'broken.jpg: not a readable image' in skipped
   for name in ('a.png', 'sub/b.png', 'c.png', 'gray.png'):  # predict.py's picture, byte for byte
@@ -98,10 +102,11 @@ def test_a_tfds_split_keeps_its_ids_and_scores_as_predict(export_dir, shapes_tfd
             f'--config.data.data_dir={data_dir}']
   pred = run('predict.py', f'--export={export_dir}', f'--image={files}', '--batch_size=1',
              f'--annotations={tmp_path / "ann.json"}', f'--out={tmp_path / "pred"}',
-             '--noexif_orientation')
+             '--noexif_orientation', '--min_score=0')
   assert pred.returncode == 0, pred.stderr[-3000:]
   res = run('batch_predict.py', f'--export={export_dir}', f'--config={config[0]}', *config[1:],
-            '--split=validation', '--batch_size=1', f'--out={tmp_path / "beam"}')
+            '--split=validation', '--batch_size=1', f'--out={tmp_path / "beam"}',
+            '--min_score=0')
   assert res.returncode == 0, res.stderr[-3000:]
   assert f'{len(ann["images"])} images detected' in res.stdout, res.stdout
 

@@ -181,7 +181,8 @@ def test_predict_slices_a_large_image_as_the_detector_does(tmp_path):
   image = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
   Image.fromarray(image).save(tmp_path / 'big.png')
   out = run('predict.py', f'--export={folder}', f'--image={tmp_path / "big.png"}',
-            f'--out={tmp_path / "out"}', '--slice=128', '--overlap=0.25', '--draw_scale=1')
+            f'--out={tmp_path / "out"}', '--slice=128', '--overlap=0.25', '--draw_scale=1',
+            '--min_score=0')
   assert out.returncode == 0, out.stderr[-3000:]
   got = json.load(open(tmp_path / 'out' / 'detections.json'))[str(tmp_path / 'big.png')]
   detector = serving.Detector(folder)

@@ -119,7 +119,7 @@ def test_predict_a_folder_with_a_params_checkpoint_and_score_its_results(shapes_
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'predict.py'), *common, f'--params={params}',
        f'--image={shapes_coco}/images/validation', f'--out={tmp_path / "pred"}',
-       f'--annotations={ann}', '--batch_size=4', '--draw_scale=1'],
+       f'--annotations={ann}', '--batch_size=4', '--draw_scale=1', '--min_score=0'],
       capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(ann) as f:

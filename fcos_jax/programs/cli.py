@@ -316,7 +316,8 @@ def define_prediction_flags() -> None:
   from fcos_jax import image_io
   flags.DEFINE_multi_string('image', [], 'Image file(s), folder(s) or glob(s).')
   flags.DEFINE_string('out', None, 'Output directory.')
-  flags.DEFINE_float('min_score', 0.3, 'Draw detections scoring at least this.')
+  flags.DEFINE_float('min_score', 0.3, 'Keep detections scoring at least this, in the pictures '
+                     'and in every file written (0: all, for a COCO evaluation of the results).')
   flags.DEFINE_integer('batch_size', 8, 'Images per model call.')
   flags.DEFINE_string('annotations', None, 'COCO file naming the inputs: image ids for the '
                       'results.')

@@ -2,8 +2,9 @@
 
   python predict.py --export EXPORT_DIR --image a.jpg --image photos/ --image 'shots/*.png'
       --out OUT_DIR [--min_score 0.3] [--batch_size 8] [--annotations instances.json]
+  python predict.py --workdir DIR [--step N|best] --image ... --out OUT_DIR   # the run's config
   python predict.py --config configs/coco_torchvision.py --params weights/fcos_tv --image ...
-  python predict.py --config configs/shapes.py --workdir /tmp/shapes [--step N] --image ...
+  python predict.py --config configs/shapes.py --workdir /tmp/shapes --image ...
       [--tta flip,scales=0.8:1.2]      # test-time augmentation (an export has its own: export.py)
   python predict.py --export EXPORT_DIR --image big.jpg --out OUT --slice 640 --overlap 0.2
       [--slice_full]                   # large images: tiles merged across borders
@@ -77,11 +78,15 @@ def draw(image, dets):
 
 
 def detect_images(detector, images):
-  """Detections of each image: in batches, or tile by tile with --slice."""
+  """Detections of each image scoring at least --min_score: in batches, or tile by tile with
+  --slice."""
+  from fcos_jax.serving import outputs
   if not FLAGS.slice:
-    return detector.detect_many(images, FLAGS.batch_size)
-  return [detector.detect_sliced(image, FLAGS.slice, FLAGS.overlap, full=FLAGS.slice_full,
-                                 batch_size=FLAGS.batch_size) for image in images]
+    found = detector.detect_many(images, FLAGS.batch_size)
+  else:
+    found = [detector.detect_sliced(image, FLAGS.slice, FLAGS.overlap, full=FLAGS.slice_full,
+                                    batch_size=FLAGS.batch_size) for image in images]
+  return [outputs.kept(dets, FLAGS.min_score) for dets in found]
 
 
 def predict_video(detector, path: str, out: str, detections):

@@ -160,7 +160,8 @@ class DetectorHandler(inference_base.ModelHandler):
                                    batch_size=s.batch_size) for im in images]
     else:
       found = model.detect_many(images, s.batch_size)
-    return [inference_base.PredictionResult(im, dets) for im, dets in zip(images, found)]
+    return [inference_base.PredictionResult(im, outputs.kept(dets, s.min_score))
+            for im, dets in zip(images, found)]
 
   def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
     return sum(im.nbytes for im in batch)

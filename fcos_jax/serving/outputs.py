@@ -9,6 +9,12 @@ from fcos_jax import visualize
 from fcos_jax.evaluation import coco_data
 
 
+def kept(detections: Sequence[Dict[str, Any]], min_score: float) -> List[Dict[str, Any]]:
+  """The detections scoring at least `min_score`: what a prediction run writes, every file
+  alike (--min_score 0 keeps all, as a COCO evaluation of the results wants)."""
+  return [d for d in detections if d['score'] >= min_score]
+
+
 def coco_rows(file_name: str, image_id: int, detections: Sequence[Dict[str, Any]]
               ) -> List[Dict[str, Any]]:
   """COCO results rows of one image's detections (`Detector.detect`), with its file name.
@@ -22,6 +28,6 @@ def picture(image: np.ndarray, detections: Sequence[Dict[str, Any]], min_score: 
             scale: int = 0):
   """The image with its detections scoring at least `min_score` drawn; `scale` 0 enlarges it
   enough for a longer side of at least 512 px, so the labels stay legible."""
-  shown = [d for d in detections if d['score'] >= min_score]
+  shown = kept(detections, min_score)
   scale = scale or max(1, -(-512 // max(image.shape[:2])))
   return visualize.draw_detections(image, shown, scale=scale)
