@@ -39,6 +39,8 @@ def test_help_groups_the_shared_flags_after_the_programs_own():
                                    '--min_score', '\nweights:\n  --workdir', '--tta',
                                    '\ncompiled programs:', '\nother:\n  --[no]verbose')]
   assert order == sorted(order), text
+  full = _run('-m', 'fcos_jax.programs.predict', '--helpfull')
+  assert full.returncode == 0 and '--min_score' in full.stdout and '--flagfile' in full.stdout
   version = _run('-m', 'fcos_jax.programs.predict', '--version')
   assert version.returncode == 0 and version.stdout.startswith('predict.py (fcos_jax) ')
 

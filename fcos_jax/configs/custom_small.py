@@ -7,9 +7,9 @@ no torch): convert it, then name it and its number of classes on the command lin
       --config.data.dataset=my_data --config.model.num_classes=3
 
 A ResNet-18 of half width with trainable GroupNorm (as the demo, which learns from scratch),
-images of 384-512 px on the shorter side, AdamW; evaluated every 1000 steps, the best weights
-kept (`fcos evaluate --workdir runs/my_data --step best`). Scale `num_train_steps` and
-`optimizer.decay_steps` with the size of the dataset: these are for a few thousand images.
+images of 320-416 px on the shorter side (at most 640), AdamW; evaluated every 1000 steps, the
+best weights kept (`fcos evaluate --workdir runs/my_data --step best`). Scale `num_train_steps`
+and `optimizer.decay_steps` with the size of the dataset: these are for a few thousand images.
 """
 
 import ml_collections
@@ -23,9 +23,9 @@ def get_config():
   d.dataset = ml_collections.config_dict.placeholder(str)   # the --name given to fcos convert
   d.data_dir = None                   # TFDS default (~/tensorflow_datasets, convert's default)
   d.synthetic = False
-  d.min_sizes = (384, 416, 448, 480, 512)
-  d.max_size = 853
-  d.eval_min_size = 512
+  d.min_sizes = (320, 352, 384, 416)
+  d.max_size = 640
+  d.eval_min_size = 384
   d.max_boxes = 100
   d.shuffle_buffer = 1000
   d.pixel_mean = (123.675, 116.28, 103.53)  # ImageNet's, in 0..255 RGB

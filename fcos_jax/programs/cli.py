@@ -169,6 +169,9 @@ def parse_flags(argv, program_module: str = '__main__', workdir_config: bool = F
   if any(a in HELP_ARGS for a in argv[1:]):
     print_help(program_module)
     sys.exit(0)
+  if any(a in ('--helpfull', '-helpfull') for a in argv[1:]):  # absl's own exits 1
+    print(FLAGS.get_help())
+    sys.exit(0)
   if any(a == '--version' for a in argv[1:]):
     print(f'{os.path.basename(argv[0])} (fcos_jax) {version()}')
     sys.exit(0)
