@@ -60,6 +60,10 @@ INFO_KINDS = {
     'annotation_of_skipped_image': 'annotation dropped because its image was skipped',
     'file_outside_images': 'file_name is absolute or leaves the --images folder (../), read there',
     'exif_orientation_kept': 'EXIF orientation tag ignored: boxes refer to the stored pixels',
+    # YOLO and Pascal VOC input (data/label_formats.py)
+    'missing_label_file': 'YOLO image without a label file, kept with no objects',
+    'segment_as_box': 'YOLO segment line read as the box around its points',
+    'difficult_as_crowd': 'VOC difficult object kept as a crowd box (ignored, as VOC does)',
 }
 
 
@@ -420,12 +424,9 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
 
   The dataset is built in a temporary folder beside the target and moved there only when
   complete: a failure or Ctrl-C leaves an earlier conversion as it was."""
-  import tensorflow_datasets as tfds
-  if on_error not in ('skip', 'fail'):
-    raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
   if not splits:
     raise ConversionError('no split given: pass --annotations, --images and --split per split')
-  report = Report(on_error=on_error)
+  report = new_report(on_error)
   loaded, categories = {}, None
   for split, (ann_path, images_dir) in splits.items():
     data = load_annotation_file(ann_path)
@@ -434,14 +435,32 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
       categories = cats
     elif cats != categories:
       raise ConversionError(f'{ann_path}: categories differ from the other splits')
+    loaded[split] = (data, images_dir, ann_path)
+  return convert_records(name, data_dir, loaded, categories, report, version=version,
+                         overwrite=overwrite, progress=progress)
+
+
+def new_report(on_error: str = 'skip') -> Report:
+  if on_error not in ('skip', 'fail'):
+    raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+  return Report(on_error=on_error)
+
+
+def convert_records(name: str, data_dir: str,
+                    loaded: Dict[str, Tuple[Dict[str, Any], str, str]],
+                    categories: List[Dict[str, Any]], report: Report, version: str = '1.0.0',
+                    overwrite: bool = False, progress: bool = False) -> Report:
+  """`convert` of COCO-format records already read: {split: (COCO dict, images dir, the source
+  named in errors)} (YOLO and VOC come here through data/label_formats.py)."""
+  import tensorflow_datasets as tfds
+  for data, images_dir, _ in loaded.values():
     if not os.path.isdir(images_dir):
       raise ConversionError(f'{images_dir}: image folder not found')
-    loaded[split] = (data, images_dir)
   out = _check_output(name, data_dir, version, overwrite)
 
   split_data = {split: _counted(split, split_examples(
       data, images_dir, categories, report, f'converting {split}' if progress else None), report)
-                for split, (data, images_dir) in loaded.items()}
+                for split, (data, images_dir, _) in loaded.items()}
   staging = os.path.join(data_dir, f'.{name}-{version}.converting-{os.getpid()}')
   try:
     try:
@@ -458,7 +477,7 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
       if empty:
         reasons = ', '.join(f'{k} {n}' for k, n in report.counts.most_common()
                             if k in ERROR_KINDS) or 'the file lists no image'
-        raise ConversionError(f'split {empty[0]!r} ({splits[empty[0]][0]}): no image could be '
+        raise ConversionError(f'split {empty[0]!r} ({loaded[empty[0]][2]}): no image could be '
                               f'converted ({reasons}); nothing was written') from None
       raise
     built = str(builder.data_dir)

@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     'predict': ('predict', 'detect on images, folders and videos'),
     'batch-predict': ('batch_predict', 'detect on many images with Apache Beam'),
     'export': ('export', 'StableHLO, ONNX or SavedModel for serving'),
-    'convert': ('convert_coco', 'a COCO-format dataset to TFDS'),
+    'convert': ('convert_coco', 'a COCO, YOLO or Pascal VOC dataset to TFDS'),
     'import': ('import_torchvision', 'torchvision weights to a params checkpoint'),
     'stats': ('assigner_stats', "best possible recall of a config's assigner on a split"),
     'curves': ('curves', "plot a run's training curves"),
