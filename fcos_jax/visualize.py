@@ -14,8 +14,9 @@ GROUND_TRUTH_COLOR = (255, 255, 255)
 
 def draw_detections(image: np.ndarray, detections: Sequence[Dict[str, Any]],
                     scale: int = 1, ground_truth: Sequence[Sequence[float]] = ()) -> Image.Image:
-  """RGB image with each detection's box and 'class score' label drawn; `scale` enlarges small
-  images first so the labels stay legible. `ground_truth` boxes (x0, y0, x1, y1) are drawn
+  """RGB image with each detection's box and 'class score' label drawn (the class alone for a
+  box without a score, e.g. ground truth); `scale` enlarges small images first so the labels
+  stay legible. `ground_truth` boxes (x0, y0, x1, y1) are drawn
   underneath in white, outlined in black so they show on any background."""
   im = Image.fromarray(image)
   if scale > 1:
@@ -30,7 +31,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[Dict[str, Any]],
     color = PALETTE[det['label'] % len(PALETTE)]
     x0, y0, x1, y1 = (v * scale for v in det['bbox'])
     draw.rectangle([x0, y0, x1, y1], outline=color, width=2)
-    text = f'{det["class_name"]} {det["score"]:.2f}'
+    text = det['class_name'] + (f' {det["score"]:.2f}' if 'score' in det else '')
     tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
     ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
     draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=color)

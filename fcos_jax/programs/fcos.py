@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     'convert': ('convert_coco', 'a COCO, YOLO or Pascal VOC dataset to TFDS'),
     'import': ('import_torchvision', 'torchvision weights to a params checkpoint'),
     'stats': ('assigner_stats', "best possible recall of a config's assigner on a split"),
+    'browse': ('browse', 'PNG grids of a split, training batches and a dataset summary'),
     'curves': ('curves', "plot a run's training curves"),
     'shapes': ('synthetic_shapes', 'write the synthetic shapes dataset'),
     'config': (None, 'config list | config show NAME|FILE|WORKDIR: print a config'),
