@@ -14,7 +14,7 @@ PROGRAMS = {
     'train': 'workdir', 'evaluate': 'detections', 'export': 'format', 'predict': 'export',
     'batch_predict': 'split',
     'convert_coco': 'annotations', 'import_torchvision': 'download', 'assigner_stats': 'split',
-    'synthetic_shapes': 'train', 'curves': 'out', 'browse': 'positives',
+    'synthetic_shapes': 'train', 'curves': 'out', 'browse': 'train_batches',
 }
 
 

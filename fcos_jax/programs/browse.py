@@ -1,4 +1,4 @@
-"""Look at a dataset as the model will see it (fcos browse, fcos-browse).
+r"""Look at a dataset as the model will see it (fcos browse, fcos-browse).
 
   fcos browse --config shapes --out browse/                   # validation grid + summary
   fcos browse --config coco --split train --class person --class dog --num 12 --out browse/
