@@ -318,42 +318,58 @@ def _annotations_by_image(data: Dict[str, Any], images: Dict[int, Any],
   return by_image
 
 
+def image_tasks(data: Dict[str, Any], images_dir: str, categories: List[Dict[str, Any]],
+                report: Report) -> List[Tuple[Dict[str, Any], str, List[Any]]]:
+  """The record-level checks of one split: (image record, its path, [(annotation, label)]) per
+  valid image in id order, the per-image work (`image_example`) still to do."""
+  images = _valid_images(data, report)
+  by_image = _annotations_by_image(data, images, {c['id']: i for i, c in enumerate(categories)},
+                                   report)
+  return [(images[i], os.path.join(images_dir, images[i]['file_name']), by_image.get(i, []))
+          for i in sorted(images)]
+
+
+def image_example(task, images_dir: str, report: Report
+                  ) -> Optional[Tuple[int, Dict[str, Any]]]:
+  """(key, example) of one image task, or None if the image is unusable (reported)."""
+  im, path, anns = task
+  image_id = im['id']
+  inside = os.path.abspath(images_dir)
+  if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
+    report.add('file_outside_images', f'image id {image_id}: {im["file_name"]!r} read from '
+               f'{os.path.normpath(path)}')
+  loaded = _load_image(path, image_id, report)
+  if loaded is not None:
+    value, height, width = loaded
+    if (height, width) != (im['height'], im['width']):
+      report.add('size_mismatch', f'image id {image_id}: {path} is {width}x{height}, JSON '
+                 f'says {im["width"]}x{im["height"]}')
+      loaded = None
+  if loaded is None:
+    for ann, _ in anns:
+      report.add('annotation_of_skipped_image', f'annotation id {ann["id"]} (image id '
+                 f'{image_id})')
+    return None
+  objects = _objects(anns, height, width, image_id, report)
+  if len(objects['id']) == 0:
+    report.add('image_without_boxes', f'image id {image_id}: {path}')
+  return image_id, {'image': value, 'image/filename': im['file_name'], 'image/id': image_id,
+                    'objects': objects}
+
+
 def split_examples(data: Dict[str, Any], images_dir: str, categories: List[Dict[str, Any]],
                    report: Report, progress: Optional[str] = None
                    ) -> Iterator[Tuple[int, Dict[str, Any]]]:
   """(key, example) pairs of one split, validating as it goes; `progress`: the label of a
   progress bar over its images (none if empty)."""
-  images = _valid_images(data, report)
-  by_image = _annotations_by_image(data, images, {c['id']: i for i, c in enumerate(categories)},
-                                   report)
-  ids = sorted(images)
+  tasks = image_tasks(data, images_dir, categories, report)
   if progress:
     from tqdm import tqdm
-    ids = tqdm(ids, desc=progress, unit='images')
-  for image_id in ids:
-    im = images[image_id]
-    path = os.path.join(images_dir, im['file_name'])
-    inside = os.path.abspath(images_dir)
-    if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
-      report.add('file_outside_images', f'image id {image_id}: {im["file_name"]!r} read from '
-                 f'{os.path.normpath(path)}')
-    loaded = _load_image(path, image_id, report)
-    if loaded is not None:
-      value, height, width = loaded
-      if (height, width) != (im['height'], im['width']):
-        report.add('size_mismatch', f'image id {image_id}: {path} is {width}x{height}, JSON '
-                   f'says {im["width"]}x{im["height"]}')
-        loaded = None
-    if loaded is None:
-      for ann, _ in by_image.get(image_id, []):
-        report.add('annotation_of_skipped_image', f'annotation id {ann["id"]} (image id '
-                   f'{image_id})')
-      continue
-    objects = _objects(by_image.get(image_id, []), height, width, image_id, report)
-    if len(objects['id']) == 0:
-      report.add('image_without_boxes', f'image id {image_id}: {path}')
-    yield image_id, {'image': value, 'image/filename': im['file_name'], 'image/id': image_id,
-                     'objects': objects}
+    tasks = tqdm(tasks, desc=progress, unit='images')
+  for task in tasks:
+    example = image_example(task, images_dir, report)
+    if example is not None:
+      yield example
 
 
 def _check_output(name: str, data_dir: str, version: str, overwrite: bool) -> str:
@@ -418,9 +434,9 @@ def _swap_in(built: str, out: str) -> None:
 
 def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
             on_error: str = 'skip', version: str = '1.0.0', overwrite: bool = False,
-            progress: bool = False) -> Report:
+            progress: bool = False, file_format: str = 'tfrecord', pipeline=None) -> Report:
   """Build TFDS dataset `name` in `data_dir` from {split: (annotations.json, images_dir)};
-  `progress`: a progress bar per split.
+  `progress`: a progress bar per split; `file_format`, `pipeline`: see `convert_records`.
 
   The dataset is built in a temporary folder beside the target and moved there only when
   complete: a failure or Ctrl-C leaves an earlier conversion as it was."""
@@ -437,7 +453,8 @@ def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
       raise ConversionError(f'{ann_path}: categories differ from the other splits')
     loaded[split] = (data, images_dir, ann_path)
   return convert_records(name, data_dir, loaded, categories, report, version=version,
-                         overwrite=overwrite, progress=progress)
+                         overwrite=overwrite, progress=progress, file_format=file_format,
+                         pipeline=pipeline)
 
 
 def new_report(on_error: str = 'skip') -> Report:
@@ -449,30 +466,42 @@ def new_report(on_error: str = 'skip') -> Report:
 def convert_records(name: str, data_dir: str,
                     loaded: Dict[str, Tuple[Dict[str, Any], str, str]],
                     categories: List[Dict[str, Any]], report: Report, version: str = '1.0.0',
-                    overwrite: bool = False, progress: bool = False) -> Report:
+                    overwrite: bool = False, progress: bool = False,
+                    file_format: str = 'tfrecord', pipeline=None) -> Report:
   """`convert` of COCO-format records already read: {split: (COCO dict, images dir, the source
-  named in errors)} (YOLO and VOC come here through data/label_formats.py)."""
+  named in errors)} (YOLO and VOC come here through data/label_formats.py). `file_format`:
+  TFDS's 'tfrecord' or 'array_record' (random access). `pipeline`: run the per-image work on
+  Apache Beam instead (a `beam_conversion.BeamConversion`); the output is the same."""
   import tensorflow_datasets as tfds
   for data, images_dir, _ in loaded.values():
     if not os.path.isdir(images_dir):
       raise ConversionError(f'{images_dir}: image folder not found')
   out = _check_output(name, data_dir, version, overwrite)
 
-  split_data = {split: _counted(split, split_examples(
-      data, images_dir, categories, report, f'converting {split}' if progress else None), report)
-                for split, (data, images_dir, _) in loaded.items()}
   staging = os.path.join(data_dir, f'.{name}-{version}.converting-{os.getpid()}')
+  extra = {}
+  if pipeline is None:
+    split_data = {split: _counted(split, split_examples(
+        data, images_dir, categories, report, f'converting {split}' if progress else None),
+        report) for split, (data, images_dir, _) in loaded.items()}
+  else:
+    split_data = pipeline.split_data(loaded, categories, report, staging + '.items')
+    extra['download_config'] = pipeline.download_config()
   try:
     try:
       with _quiet_tfds():
         builder = tfds.dataset_builders.store_as_tfds_dataset(
             name=name, version=version, features=coco_features([c['name'] for c in categories]),
-            split_datasets=split_data, data_dir=staging,
+            split_datasets=split_data, data_dir=staging, file_format=file_format,
             description=f'COCO-format detection dataset converted by fcos_jax '
-                        f'({len(categories)} categories).')
+                        f'({len(categories)} categories).', **extra)
+      if pipeline is not None:
+        pipeline.finish(report)
     except errors.UserError:
       raise
     except Exception:  # noqa: BLE001 - an empty split is the user's; anything else a bug
+      if pipeline is not None:
+        pipeline.finish(report)
       empty = [split for split in loaded if split not in report.written]
       if empty:
         reasons = ', '.join(f'{k} {n}' for k, n in report.counts.most_common()
@@ -487,8 +516,10 @@ def convert_records(name: str, data_dir: str,
       json.dump(report.to_json(), f, indent=1)
     _swap_in(built, out)
     report.path = os.path.join(out, 'conversion_report.json')
-  finally:  # success, failure or Ctrl-C: the staging folder goes
+  finally:  # success, failure or Ctrl-C: the staging folders go
     for examples in split_data.values():
-      examples.close()
+      if hasattr(examples, 'close'):
+        examples.close()
     shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging + '.items', ignore_errors=True)
   return report

@@ -39,6 +39,14 @@ _FORMAT = flags.DEFINE_enum('format', 'coco', ['coco', 'yolo', 'voc'],
                             'ImageSets/Main/LIST.txt + --images VOC root per split.')
 _CLASSES = flags.DEFINE_string('classes', None, 'VOC: a file of class names, one a line, in '
                                'label order (default: the names found, sorted).')
+_BEAM = flags.DEFINE_string(
+    'beam_pipeline_options', None, 'Run the per-image work on Apache Beam (the beam extra) with '
+    "these comma-separated options, as `tfds build` takes them: e.g. 'direct_num_workers=2,"
+    "direct_running_mode=multi_processing' here, 'runner=DataflowRunner,project=P,region=R,"
+    "temp_location=gs://B/tmp' at scale. The output is the single-process one.")
+_FILE_FORMAT = flags.DEFINE_enum('file_format', 'tfrecord', ['tfrecord', 'array_record'],
+                                 'TFDS shard format: array_record gives random access '
+                                 '(as_data_source, grain); training reads tfrecord.')
 _ON_ERROR = flags.DEFINE_enum('on_error', 'skip', ['skip', 'fail'],
                               'skip (and count) bad records, or stop at the first one.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an earlier conversion of the same '
@@ -69,9 +77,11 @@ def main(argv):
     raise errors.UserError('--classes is for --format voc (COCO and YOLO files name theirs)')
   data_dir = os.path.expanduser(_DATA_DIR.value)
   given = {s: (a, i) for s, a, i in zip(splits, annotations, images)}
+  run_on = dict(overwrite=_OVERWRITE.value, progress=True, file_format=_FILE_FORMAT.value,
+                pipeline=beam_pipeline())
   if _FORMAT.value == 'coco':
     report = coco_conversion.convert(_NAME.value, data_dir, given, on_error=_ON_ERROR.value,
-                                     overwrite=_OVERWRITE.value, progress=True)
+                                     **run_on)
   else:
     from fcos_jax.data import label_formats
     report = coco_conversion.new_report(_ON_ERROR.value)
@@ -80,8 +90,22 @@ def main(argv):
     else:
       categories, loaded = label_formats.read_voc(given, report, _read_classes())
     coco_conversion.convert_records(_NAME.value, data_dir, loaded, categories, report,
-                                    overwrite=_OVERWRITE.value, progress=True)
+                                    **run_on)
   print(report.summary())
+
+
+def beam_pipeline():
+  """A `BeamConversion` from --beam_pipeline_options (None without it)."""
+  import importlib.util
+  from fcos_jax import errors
+  if _BEAM.value is None:
+    return None
+  if importlib.util.find_spec('apache_beam') is None:
+    raise errors.UserError('--beam_pipeline_options needs Apache Beam: pip install '
+                           '"fcos_jax[beam]"')
+  from fcos_jax.data import beam_conversion
+  options = [f'--{kv.strip()}' for kv in _BEAM.value.split(',') if kv.strip()]
+  return beam_conversion.BeamConversion(options)
 
 
 def _read_classes():
