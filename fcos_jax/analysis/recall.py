@@ -182,7 +182,8 @@ def plot_summary(summary: Dict[str, Any], path: str) -> None:
   fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
   width = 0.8 / len(METHODS)
   for i, (k, _, label) in enumerate(METHODS):
-    ax.bar(x + (i - (len(METHODS) - 1) / 2) * width, [100 * summary['bpr'][n][k] for n in names], width, label=label)
+    ax.bar(x + (i - (len(METHODS) - 1) / 2) * width,
+           [100 * summary['bpr'][n][k] for n in names], width, label=label)
   ax.set_xticks(x, [f'{n}\n({summary["bpr"][n]["boxes"]})' for n in names])
   ax.set_ylabel('best possible recall (%)')
   ax.set_ylim(0, 125)

@@ -378,7 +378,8 @@ def load_weights(config):
     if not differing:
       raise
     raise errors.CheckpointError(f"{e}; the config differs from the run's recorded one in "
-                                 f'{differing} (without --config and overrides, --workdir brings its own)') from None
+                                 f'{differing} (without --config and overrides, --workdir '
+                                 'brings its own)') from None
 
 
 # Libraries whose INFO lines are per-operation detail (orbax, TF, TFDS, JAX; the ONNX export's
