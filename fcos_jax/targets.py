@@ -96,8 +96,13 @@ def match_locations(boxes: jnp.ndarray,
   area = (x1 - x0) * (y1 - y0)                                       # [1, M]
   cost = jnp.where(candidate, area, jnp.inf)
   best = jnp.argmin(cost, axis=1)                                    # [N]
-  positive = jnp.any(candidate, axis=1)
+  return _assignment(ltrb, candidate, best, inside)
 
+
+def _assignment(ltrb, candidate, best, inside) -> Assignment:
+  """The `Assignment` of each location's chosen box `best` among its `candidate` boxes [N, M]
+  (background where it has none)."""
+  positive = jnp.any(candidate, axis=1)
   target_ltrb = jnp.take_along_axis(ltrb, best[:, None, None], axis=1)[:, 0]
   return Assignment(box=jnp.where(positive, best, -1).astype(jnp.int32),
                     ltrb=jnp.where(positive[:, None], target_ltrb, 0.0),
@@ -146,12 +151,7 @@ def _match_atss(boxes: jnp.ndarray, valid: jnp.ndarray, pts: points_lib.Points, 
   inside = (jnp.min(ltrb, axis=-1) > ATSS_INSIDE_EPS) & valid[None, :]
   positive_for = is_candidate & inside & (iou >= threshold[None, :])
   best = jnp.argmax(jnp.where(positive_for, iou, -1.0), axis=1)      # [N]
-  positive = jnp.any(positive_for, axis=1)
-  target_ltrb = jnp.take_along_axis(ltrb, best[:, None, None], axis=1)[:, 0]
-  return Assignment(box=jnp.where(positive, best, -1).astype(jnp.int32),
-                    ltrb=jnp.where(positive[:, None], target_ltrb, 0.0),
-                    num_candidates=jnp.sum(positive_for, axis=1, dtype=jnp.int32),
-                    num_inside=jnp.sum(inside, axis=1, dtype=jnp.int32))
+  return _assignment(ltrb, positive_for, best, inside)
 
 
 def assign_targets(boxes: jnp.ndarray,

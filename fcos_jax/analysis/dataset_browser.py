@@ -159,16 +159,23 @@ def batch_grid(batch: Dict[str, np.ndarray], names: Sequence[str],
   return visualize.add_key(grid(tiles, titles, columns), key)
 
 
-def assigner_positives(config, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """The training assigner's targets for a batch (the same call as the train step's)."""
+def make_positives_fn(config):
+  """batch -> the training assigner's positives ({'classes' [B, N], 'xy', 'level'}), by the
+  train step's call, compiled once per padded shape."""
   import jax
   from fcos_jax import targets
   kw = targets.assigner_kwargs(config.model)
-  shape = batch['image'].shape[1:3]
-  tg = jax.jit(lambda b, c, v: targets.assign_targets_batch(b, c, v, image_size=shape, **kw))(
-      batch['boxes'], batch['classes'], batch['box_valid'])
-  pts = points_lib.make_points(shape, kw['strides'], kw['location_mode'])
-  return {'classes': np.asarray(tg.classes), 'xy': pts.xy, 'level': pts.level}
+  compiled = {}
+
+  def positives(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    shape = tuple(batch['image'].shape[1:3])
+    if shape not in compiled:
+      compiled[shape] = jax.jit(lambda b, c, v: targets.assign_targets_batch(
+          b, c, v, image_size=shape, **kw))
+    tg = compiled[shape](batch['boxes'], batch['classes'], batch['box_valid'])
+    pts = points_lib.make_points(shape, kw['strides'], kw['location_mode'])
+    return {'classes': np.asarray(tg.classes), 'xy': pts.xy, 'level': pts.level}
+  return positives
 
 
 def summarize(examples: Iterator[Dict[str, Any]], num_classes: int) -> Dict[str, Any]:

@@ -75,8 +75,9 @@ def main(argv):
   if _TRAIN_BATCHES.value:
     dataset = input_pipeline.create_train_dataset(d, max(1, min(config.batch_size, 16)),
                                                   seed=config.seed)
+    positives_of = browser.make_positives_fn(config) if _POSITIVES.value else None
     for k, batch in zip(range(_TRAIN_BATCHES.value), dataset.as_numpy_iterator()):
-      positives = browser.assigner_positives(config, batch) if _POSITIVES.value else None
+      positives = positives_of(batch) if positives_of else None
       path = os.path.join(_OUT.value, f'train_batch_{k}.png')
       browser.batch_grid(batch, names, positives, _COLUMNS.value).save(path)
       written.append(path)

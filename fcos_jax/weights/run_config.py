@@ -3,7 +3,7 @@
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import tensorflow as tf
 
@@ -17,20 +17,25 @@ def _flat(tree: Dict[str, Any]) -> Dict[str, Any]:
   return trees.leaves_by_path(tree, sep='.', is_leaf=lambda x: not isinstance(x, dict))
 
 
-def _changes(path, config) -> List[str]:
-  """'key: old -> new' for every value of `config` that differs from the record at `path`."""
+ABSENT = '(absent)'
+
+
+def _changes(path, config) -> List[Tuple[str, Any, Any]]:
+  """(key, old, new) for every value of `config` that differs from the record at `path`
+  (ABSENT on the side that lacks the key)."""
   if path is None or not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
     old = _flat(json.load(f))
   new = _flat(json.loads(config.to_json_best_effort()))
-  return [f'{k}: {old.get(k, "(absent)")} -> {new.get(k, "(absent)")}'
+  return [(k, old.get(k, ABSENT), new.get(k, ABSENT))
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def config_changes(workdir: str, config) -> List[str]:
   """'key: old -> new' for every config value that differs from the run's `config.json`."""
-  return _changes(os.path.join(workdir, CONFIG_FILE), config)
+  return [f'{k}: {old} -> {new}'
+          for k, old, new in _changes(os.path.join(workdir, CONFIG_FILE), config)]
 
 
 def write_config(workdir: str, config, step: int) -> None:
@@ -132,8 +137,9 @@ def differing_keys(workdir: str, config) -> str:
   """'model.num_classes: 2 -> 5, ...' of the recorded model and data keys where `config` differs
   from the run's recorded config ('' when none, or when nothing is recorded); keys added since
   the run are left out (they take their defaults)."""
-  return ', '.join(c for c in _changes(recorded_config_path(workdir), config)
-                   if c.startswith(('model.', 'data.')) and ': (absent) -> ' not in c)
+  return ', '.join(f'{k}: {old} -> {new}'
+                   for k, old, new in _changes(recorded_config_path(workdir), config)
+                   if k.startswith(('model.', 'data.')) and old != ABSENT)
 
 
 RUN_INFO_FILE = 'run_info.json'
