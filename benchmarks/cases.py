@@ -81,10 +81,10 @@ class Built:
     return float(cost.get('flops', 0.0)) / 1e9
 
 
-def xla_matmul_gflops(n=2048, repeats=7):
-  """Best float32 [n, n] x [n, n] matmul rate of JAX's default device: the FLOP/s ceiling to
-  compare to."""
-  a = jax.random.normal(jax.random.key(0), (n, n))
+def xla_matmul_gflops(n=2048, repeats=7, dtype='float32'):
+  """Best [n, n] x [n, n] matmul rate (GFLOP/s) of JAX's default device in `dtype` ('float32' or
+  'bfloat16'): the FLOP/s ceiling to compare to."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   dot = jax.jit(lambda a: a @ a)
   dot(a).block_until_ready()
   times = []

@@ -1,4 +1,5 @@
-"""benchmarks/accelerator.py at a tiny size on this CPU, so the accelerator report never rots."""
+"""Benchmarks (accelerator.py, bench_vs_torchvision.py and others) at tiny sizes on this CPU, so
+that they never rot."""
 
 import json
 import os
@@ -100,3 +101,26 @@ def test_video_predict_frames_and_comparison(tmp_path):
   assert video_predict.compare([[d], []], [[dict(d)], []]) == 'equal'
   assert video_predict.compare([[d]], [[moved]]) == 'max diff 2.5e-01'
   assert video_predict.compare([[d]], [[dict(d, label=2)]]) == 'different detections'
+
+
+def test_bench_vs_torchvision_float32_and_bfloat16():
+  """benchmarks/bench_vs_torchvision.py at 64x64 (one R50 inference case, both precisions, both
+  frameworks), and the peak-RSS child of torchvision's bfloat16 train step (autocast forward and
+  loss, backward outside)."""
+  import numpy as np
+  from benchmarks import bench_vs_torchvision as bench
+  rows, peaks = bench.main(['--cases=infer_512', '--size=64,64', '--batch=1', '--repeats=1',
+                            '--warmup=0', '--no_memory', '--matmul_n=64'])
+  assert [(r['name'], r['precision']) for r in rows] == [('infer_512', 'float32'),
+                                                         ('infer_512', 'bfloat16')]
+  for r in rows:
+    times = [r['ours'], r['tv'], r['cpu_ours'], r['cpu_tv'], r['gflop']]
+    assert np.isfinite(times).all() and min(times) > 0
+  assert set(peaks) == {'float32', 'bfloat16'}
+  assert all(q['xla'] > 0 and q['torch'] > 0 for q in peaks.values())
+  table = bench.tables(rows, peaks)
+  assert '| R50-FPN inference + postprocess, 64x64, batch 1 | float32 |' in table
+  assert '| R50-FPN inference + postprocess, 64x64, batch 1 | bfloat16 |' in table
+  assert 'bfloat16 speedup' in table and 'bfloat16: XLA' in table
+  gb = bench.peak_rss_gb('tv', 'train_r18', 'bfloat16', ['--size=64,64', '--batch=2'])
+  assert 0.1 < gb < 50
