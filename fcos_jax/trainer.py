@@ -12,7 +12,7 @@ import tensorflow as tf
 from fcos_jax import (best_checkpoint, errors, evaluation, optim, sharding, train_step, trackers,
                       workdir_lock)
 from fcos_jax.analysis import curves
-from fcos_jax.data import categories, input_pipeline, synthetic
+from fcos_jax.data import categories, input_pipeline, synthetic, train_stream
 from fcos_jax.preemption import Preemption
 from fcos_jax.train_log import Reporter, log_scalars
 from fcos_jax.train_programs import StepPrograms
@@ -108,10 +108,9 @@ def _train(config, workdir, model, state, programs, batch_sharding):
   tf.io.gfile.makedirs(workdir)
   if jax.process_index() == 0:
     run_config.write_categories(workdir, cats)
-  dataset = input_pipeline.create_train_dataset(config.data,
-                                                config.batch_size // jax.process_count(),
-                                                seed=config.seed, label_map=label_map)
-  data_iter = iter(dataset)
+  data_iter = train_stream.open_train_stream(
+      config.data, config.batch_size // jax.process_count(), seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(), label_map=label_map)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   state = _restore_or_init(config, workdir, state, ckpt, data_iter)
   step = int(state.step)
@@ -172,6 +171,8 @@ def _train(config, workdir, model, state, programs, batch_sharding):
       raise checkpoint_write_error(ckpt, step, e) from None
   finally:
     preemption.restore()
+    if hasattr(data_iter, 'close'):
+      data_iter.close()
     _close(ckpt, step)
   logging.info('final step %d; parameter checksum %.10e; %d compiled train program(s)', step,
                params_checksum(state), len(programs.compiled))

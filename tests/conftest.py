@@ -48,6 +48,17 @@ def shapes_tfds(shapes_coco, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def shapes_array_record(shapes_coco, tmp_path_factory):
+  """`shapes_coco` converted to TFDS as ArrayRecord (random access): (name, data_dir)."""
+  from fcos_jax.data import coco_conversion
+  data_dir = str(tmp_path_factory.mktemp('tfds_array_record'))
+  coco_conversion.convert('shapes', data_dir, {
+      split: (f'{shapes_coco}/annotations/{split}.json', f'{shapes_coco}/images/{split}')
+      for split in ('train', 'validation')}, file_format='array_record')
+  return 'shapes', data_dir
+
+
+@pytest.fixture(scope='session')
 def edge_tfds(tmp_path_factory):
   """Hand-made COCO dataset with a crowd box, an image without boxes, an image with more boxes
   than max_boxes (5 in the tests) and a portrait image: (name, data_dir, coco dict)."""

@@ -98,7 +98,12 @@ def get_data_config() -> ml_collections.ConfigDict:
   d.max_boxes = 100
   d.random_flip = True
   d.keep_empty_images = False    # train on images without (non-crowd) boxes as negatives
-  d.shuffle_buffer = 1000
+  # How training reads the records: 'index' (a seeded permutation per epoch; the checkpointed
+  # position is a few integers; needs ArrayRecord: `fcos convert --file_format array_record`),
+  # 'buffer' (tf.data shuffle buffers of shuffle_buffer images per bucket; the iterator state,
+  # hundreds of MB at this config, is checkpointed), 'auto' ('index' where the records allow).
+  d.sampler = 'auto'
+  d.shuffle_buffer = 1000        # the 'buffer' sampler's, per aspect bucket
   # The built-in synthetic dataset (configs/shapes.py): generated and converted when missing.
   d.synthetic = False
   d.synthetic_train_images = 0

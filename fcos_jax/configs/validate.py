@@ -2,7 +2,7 @@
 naming the key and the allowed values, so a typo costs a second, not a run."""
 
 from fcos_jax import losses, optim, points, postprocess, targets, trackers
-from fcos_jax.data import categories, input_pipeline
+from fcos_jax.data import categories, input_pipeline, train_stream
 from fcos_jax.errors import ConfigError
 from fcos_jax.evaluation.scoring import STAT_NAMES
 from fcos_jax.models import fcos, fpn, head, resnet
@@ -51,6 +51,7 @@ def validate(config) -> None:
   _check(d.size_divisibility % 32 == 0, 'data.size_divisibility', d.size_divisibility,
          'must be a multiple of 32 (the backbone downsamples by 32)')
   _one_of(d.eval_padding, input_pipeline.EVAL_PADDINGS, 'data.eval_padding')
+  _one_of(d.sampler, train_stream.SAMPLERS, 'data.sampler')
   if d.torchvision_exact:
     _check(d.eval_padding == 'per_image' and d.size_divisibility == 32,
            'data.torchvision_exact', True, "needs data.eval_padding='per_image' and "

@@ -30,6 +30,8 @@ from fcos_jax.data import sizes
 # 'bucket': the fixed bucket shapes (at most two programs); 'per_image': each image padded to its
 # own next multiple of size_divisibility (one program per shape that occurs).
 EVAL_PADDINGS = ('bucket', 'per_image')
+# ArrayRecord records fetched per read.
+READ_CHUNK = 64
 
 class DatasetNotPreparedError(errors.UserError, RuntimeError):
   """The config names a TFDS dataset that is not prepared where it points."""
@@ -78,14 +80,56 @@ def _decode(example: Dict[str, tf.Tensor], pil_exact: bool = False) -> tf.Tensor
   return pp.decode_image(example['image'], pil_exact)
 
 
+def file_format(builder: tfds.core.DatasetBuilder) -> str:
+  """'tfrecord' or 'array_record': how the prepared dataset is stored."""
+  stored = builder.info.file_format
+  return str(getattr(stored, 'value', stored))
+
+
+def random_access(builder: tfds.core.DatasetBuilder) -> bool:
+  """Whether the prepared records can be read by index (ArrayRecord; TFDS's tf.data reader
+  refuses them, so `_read` goes through its data source)."""
+  return file_format(builder) == 'array_record'
+
+
+def record_source(builder, split):
+  """The serialized records of `split` of an ArrayRecord dataset, by index."""
+  return builder.as_data_source(split=split,
+                                deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+
+def read_records(source, indices: np.ndarray):
+  """The records at `indices`, in that order, fetched in chunks (ArrayRecord reads a chunk in
+  parallel, which matters on network storage)."""
+  for start in range(0, len(indices), READ_CHUNK):
+    yield from source.__getitems__(indices[start:start + READ_CHUNK].tolist())
+
+
+def deserializer(builder):
+  """Serialized record -> the example `as_dataset` gives with the image left encoded."""
+  features, skip = builder.info.features, {'image': tfds.decode.SkipDecoding()}
+  return lambda record: features.deserialize_example(record, decoders=skip)
+
+
 def _read(builder, split, shuffle_seed=None) -> tf.data.Dataset:
+  """Examples of `split`, images encoded; `shuffle_seed`: the record order shuffled (per file
+  for TFRecord, per record for ArrayRecord)."""
+  if random_access(builder):
+    source = record_source(builder, split)
+    order = np.arange(len(source))
+    if shuffle_seed is not None:
+      order = np.random.default_rng(shuffle_seed).permutation(order)
+    ds = tf.data.Dataset.from_generator(lambda: read_records(source, order),
+                                        output_signature=tf.TensorSpec([], tf.string))
+    return ds.map(deserializer(builder), num_parallel_calls=tf.data.AUTOTUNE)
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
   return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
                             read_config=read_config,
                             decoders={'image': tfds.decode.SkipDecoding()})
 
 
-def _with_shape(num_buckets):
+def with_shape(num_buckets):
+  """Adds '_hw' (from the image header, nothing decoded) and its aspect '_bucket'."""
   def fn(ex):
     hw = pp.image_shape_from_header(ex['image'])
     return dict(ex, _hw=hw, _bucket=pp.bucket_index(hw, num_buckets))
@@ -106,7 +150,7 @@ def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> 
   Run identically on every process (same examples), so the bucket weights agree everywhere.
   """
   shapes = sizes.train_shapes(data_config)
-  ds = _read(builder, split).take(max_examples).map(_with_shape(len(shapes)))
+  ds = _read(builder, split).take(max_examples).map(with_shape(len(shapes)))
   counts = np.zeros(len(shapes), np.int64)
   empty = total = 0
   for ex in ds.map(lambda e: (e['_bucket'], tf.reduce_any(~e['objects']['is_crowd']))
@@ -120,7 +164,23 @@ def scan_buckets(builder, data_config, split: str, max_examples: int = 2000) -> 
           'complete': total < max_examples}
 
 
-def _train_preprocess(data_config, shape, seed, label_map=None):
+def checked_bucket_fractions(builder, data_config) -> np.ndarray:
+  """The training split's bucket fractions (`scan_buckets`), logged; a split whose scanned images
+  all lack boxes (and would all be skipped) is the user's error."""
+  stats = scan_buckets(builder, data_config, data_config.train_split)
+  logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
+               '%s in training', np.round(stats['bucket_fractions'], 3), stats['scanned'],
+               stats['without_boxes'],
+               'are kept' if data_config.keep_empty_images else 'are skipped')
+  if (stats['without_boxes'] == stats['scanned'] and not data_config.keep_empty_images
+      and stats['complete']):
+    raise no_training_images(data_config)
+  return stats['bucket_fractions']
+
+
+def train_preprocess(data_config, shape, seed, label_map=None):
+  """(index, example) -> a padded training example; the random size and flip are drawn from
+  (seed, index) alone, so an example's augmentation does not depend on what came before."""
   min_sizes = tf.constant(list(data_config.min_sizes), tf.float32)
   label_map = None if label_map is None else tf.constant(list(label_map), tf.int64)
 
@@ -168,22 +228,14 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
   builder = get_builder(data_config)
   shapes = sizes.train_shapes(data_config)
   if bucket_weights is None:
-    stats = scan_buckets(builder, data_config, data_config.train_split)
-    bucket_weights = stats['bucket_fractions']
-    logging.info('bucket fractions %s (first %d images); %d of them have no non-crowd box and '
-                 '%s in training', np.round(bucket_weights, 3), stats['scanned'],
-                 stats['without_boxes'],
-                 'are kept' if data_config.keep_empty_images else 'are skipped')
-    if (stats['without_boxes'] == stats['scanned'] and not data_config.keep_empty_images
-        and stats['complete']):
-      raise no_training_images(data_config)
+    bucket_weights = checked_bucket_fractions(builder, data_config)
   split = process_split(data_config.train_split, process_index, process_count)
   streams, weights = [], []
   for b, shape in enumerate(shapes):
     if bucket_weights[b] <= 0:
       continue
     ds = _read(builder, split, shuffle_seed=seed + 1000 * process_index)
-    ds = ds.map(_with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(with_shape(len(shapes)), num_parallel_calls=tf.data.AUTOTUNE)
     keep_empty = data_config.keep_empty_images
     ds = ds.filter(lambda ex, b=b: (ex['_bucket'] == b) &
                    (keep_empty or tf.reduce_any(~ex['objects']['is_crowd'])))
@@ -191,7 +243,7 @@ def create_train_dataset(data_config, batch_size: int, *, seed: int = 0,
     ds = ds.shuffle(data_config.shuffle_buffer, seed=seed + 7919 * process_index + b,
                     reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()
-    ds = ds.map(_train_preprocess(data_config, shape,
+    ds = ds.map(train_preprocess(data_config, shape,
                                   seed * 1_000_003 + 7919 * process_index + 101 * b, label_map),
                 num_parallel_calls=tf.data.AUTOTUNE)
     streams.append(ds.batch(batch_size, drop_remainder=True))
@@ -294,7 +346,7 @@ def create_eval_dataset(data_config, batch_size: int, *, split: Optional[str] = 
   shapes = sizes.eval_shapes(data_config)
   ds = None
   for b, shape in enumerate(shapes):
-    part = _read(builder, split).map(_with_shape(len(shapes)))
+    part = _read(builder, split).map(with_shape(len(shapes)))
     part = part.filter(lambda ex, b=b: ex['_bucket'] == b)
     part = part.map(_eval_preprocess(data_config, shape, with_boxes),
                     num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,12 +1,14 @@
-"""Checkpoints: the train state through orbax, the tf.data iterator position beside it.
+"""Checkpoints: the train state through orbax, the data stream's position beside it.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a checkpoint
-half-written by a killed process is never listed. The data-iterator state of step N is written
-(per process) before orbax's step N, so any finalized orbax step has its data position. A
-checkpoint that fails to restore (corrupted files, non-finite values) is set aside in favour of
-the previous one; a lost data position only restarts the data stream.
+half-written by a killed process is never listed. The data position of step N (tf.data's
+iterator state, or an index-sampled stream's few integers) is written (per process) before
+orbax's step N, so any finalized orbax step has its data position. A checkpoint that fails
+to restore (corrupted files, non-finite values) is set aside in favour of the previous one; a
+lost data position only restarts the data stream.
 """
 
+import json
 import logging
 import os
 from typing import Any, List, Optional
@@ -18,6 +20,8 @@ import tensorflow as tf
 from fcos_jax import barriers, errors, trees
 from fcos_jax.weights import shapes
 
+# The data position of an index-sampled stream, a small JSON file (else tf.data's iterator state).
+POSITION_FILE = 'position.json'
 # The best evaluated weights of a run, a params checkpoint beside (not in) the rotation.
 BEST_DIR = 'best'
 
@@ -64,7 +68,12 @@ class Checkpointer:
       path = self._data_path(step)
       if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
-      tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
+      if hasattr(data_iterator, 'position'):  # a few integers (data/train_stream.py)
+        tf.io.gfile.makedirs(path)
+        with tf.io.gfile.GFile(os.path.join(path, POSITION_FILE), 'w') as f:
+          json.dump(data_iterator.position(), f)
+      else:
+        tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
     self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._prune_data_states(keep_also=step)
 
@@ -122,9 +131,16 @@ class Checkpointer:
     and optimizer state: losing an epoch's position is cheaper than losing the training."""
     path = os.path.join(self._data_path(step), 'iterator')
     try:
-      if not tf.io.gfile.exists(path + '.index'):
-        raise FileNotFoundError(f'no data-iterator state at {path}')
-      tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
+      if hasattr(data_iterator, 'seek'):
+        path = os.path.join(self._data_path(step), POSITION_FILE)
+        if not tf.io.gfile.exists(path):
+          raise FileNotFoundError(f'no data position at {path}')
+        with tf.io.gfile.GFile(path) as f:
+          data_iterator.seek(json.load(f))
+      else:
+        if not tf.io.gfile.exists(path + '.index'):
+          raise FileNotFoundError(f'no data-iterator state at {path}')
+        tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
     except Exception as e:  # noqa: BLE001
       logging.warning('step %d: parameters and optimizer state restored, but the data '
                       'position cannot be (%s: %s); the data stream restarts from its '
