@@ -50,15 +50,18 @@ def test_group_norm_residuals_table():
 
 
 def test_checkpoint_stall_measures_a_state_that_resumes_exactly(tmp_path):
-  """benchmarks/checkpoint_stall.py on a tiny mock coco/2017: a state is written and read back,
-  and the restored iterator yields the batch the original one would have."""
+  """benchmarks/checkpoint_stall.py on a tiny mock coco/2017, per sampler: a data position is
+  written and read back, and the restored stream yields the batch the original one would have."""
   from benchmarks import checkpoint_stall
-  r = checkpoint_stall.measure(str(tmp_path), images=24, batch=2, batches=2, settle_s=0.5,
-                               image_size=(96, 128), shuffle_buffer=8, min_size=96,
-                               max_size=160)
-  assert r['same_next_batch'] is True
-  # The shuffle buffers hold encoded JPEGs: the state is at least a few of them.
-  assert r['state_mb'] > 4 * r['image_mb'] and r['write_s'] > 0 and r['restore_s'] > 0
+  r = {s: checkpoint_stall.measure(str(tmp_path), images=24, batch=2, batches=2, settle_s=0.5,
+                                   sampler=s, image_size=(96, 128), shuffle_buffer=8,
+                                   min_size=96, max_size=160) for s in ('buffer', 'index')}
+  assert r['buffer']['same_next_batch'] is True and r['index']['same_next_batch'] is True
+  # The shuffle buffers hold encoded JPEGs: the state is at least a few of them; the index
+  # sampler's position is a small JSON file.
+  assert r['buffer']['state_kb'] > 4 * 1024 * r['buffer']['image_mb']
+  assert 0 < r['index']['state_kb'] < 1
+  assert all(x['write_s'] > 0 and x['restore_s'] > 0 for x in r.values())
 
 
 def test_onnx_precision_times_exports_side_by_side(tmp_path):

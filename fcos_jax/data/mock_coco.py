@@ -46,9 +46,10 @@ def _write_source(root: str, num_images: Dict[str, int], seed: int,
 
 
 def prepare(data_dir: str, num_images: Dict[str, int], seed: int = 0,
-            image_size: Tuple[int, int] = (160, 160)):
-  """Prepares `coco/2017` in `data_dir` (train / validation / test of `num_images` images);
-  returns the builder. An existing one is refused, never replaced."""
+            image_size: Tuple[int, int] = (160, 160), file_format: str = 'tfrecord'):
+  """Prepares `coco/2017` in `data_dir` (train / validation / test of `num_images` images),
+  stored as `file_format` ('tfrecord' or 'array_record'); returns the builder. An existing one
+  is refused, never replaced."""
   import tensorflow_datasets as tfds
   builder = tfds.builder('coco/2017', data_dir=data_dir)
   if builder.is_prepared():
@@ -65,7 +66,8 @@ def prepare(data_dir: str, num_images: Dict[str, int], seed: int = 0,
     with mock.patch.object(tfds.download.DownloadManager, 'download_and_extract', extracted):
       builder.download_and_prepare(
           download_dir=os.path.join(root, 'downloads'),
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+          file_format=file_format)
   finally:
     shutil.rmtree(root, ignore_errors=True)
   return tfds.builder('coco/2017', data_dir=data_dir)

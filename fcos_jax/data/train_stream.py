@@ -10,6 +10,7 @@ records its stream has read) instead of tf.data's iterator state, which holds th
 buffers of encoded images and the decoded batches in flight (about 420 MB at the COCO config).
 """
 
+import io
 import logging
 import weakref
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from fcos_jax import errors
 from fcos_jax.data import input_pipeline, sizes
@@ -97,6 +99,7 @@ class IndexedBatches:
     # The running tf.data iterator, held in a list that a finalizer empties at exit: an
     # iterator over a Python generator still alive at interpreter shutdown hangs it.
     self._running = []
+    self._known: Dict[int, Optional[tuple]] = {}  # record index -> `_eligible`, as learned
     weakref.finalize(self, self._running.clear)
 
   def position(self) -> Dict[str, Any]:
@@ -136,15 +139,40 @@ class IndexedBatches:
     return self._indices[rng.permutation(len(self._indices))]
 
   def _read(self, bucket: int, start: int):
-    """(record, stream position) from `start` on, forever."""
+    """(record, stream position) from `start` on, forever, leaving out the records that
+    `_eligible` rules out for this bucket (the tf.data filter after it stays the rule; this only
+    saves reading, parsing and scanning them, once per record and bucket stream)."""
     n = len(self._indices)
     pos = start
     while True:
       epoch, offset = divmod(pos, n)
-      for record in input_pipeline.read_records(self._source,
-                                                self._epoch_order(bucket, epoch)[offset:]):
-        yield record, pos
-        pos += 1
+      order = self._epoch_order(bucket, epoch)
+      while offset < n:
+        chunk = order[offset:offset + input_pipeline.READ_CHUNK]
+        wanted = [i for i, index in enumerate(chunk)
+                  if self._known.get(int(index), (bucket, True)) == (bucket, True)]
+        records = self._source.__getitems__([int(chunk[i]) for i in wanted])
+        for i, record in zip(wanted, records):
+          index = int(chunk[i])
+          if index not in self._known:
+            self._known[index] = self._eligible(record)
+          if self._known[index] in ((bucket, True), None):
+            yield record, pos + i
+        offset += len(chunk)
+        pos += len(chunk)
+
+  def _eligible(self, record: bytes) -> Optional[tuple]:
+    """(bucket, has a box to train on) of a record from its image header (PIL, nothing
+    decoded), or None where that cannot be read here (the tf.data filter decides)."""
+    try:
+      feature = tf.train.Example.FromString(record).features.feature
+      with Image.open(io.BytesIO(feature['image'].bytes_list.value[0])) as image:
+        w, h = image.size
+      crowd = feature['objects/is_crowd'].int64_list.value
+    except Exception:  # noqa: BLE001 - any other encoding or layout: not ruled out
+      return None
+    return (sizes.bucket_of((h, w), self._shapes),
+            bool(self._config.keep_empty_images or not all(crowd)))
 
   def _stream(self, bucket: int, start: int) -> tf.data.Dataset:
     d = self._config

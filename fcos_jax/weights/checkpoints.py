@@ -68,12 +68,7 @@ class Checkpointer:
       path = self._data_path(step)
       if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
-      if hasattr(data_iterator, 'position'):  # a few integers (data/train_stream.py)
-        tf.io.gfile.makedirs(path)
-        with tf.io.gfile.GFile(os.path.join(path, POSITION_FILE), 'w') as f:
-          json.dump(data_iterator.position(), f)
-      else:
-        tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
+      write_data_position(path, data_iterator)
     self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._prune_data_states(keep_also=step)
 
@@ -129,18 +124,8 @@ class Checkpointer:
     """Moves the iterator to step's position; a missing or unreadable position (deleted
     data_state, another input pipeline) restarts the data stream but keeps the restored weights
     and optimizer state: losing an epoch's position is cheaper than losing the training."""
-    path = os.path.join(self._data_path(step), 'iterator')
     try:
-      if hasattr(data_iterator, 'seek'):
-        path = os.path.join(self._data_path(step), POSITION_FILE)
-        if not tf.io.gfile.exists(path):
-          raise FileNotFoundError(f'no data position at {path}')
-        with tf.io.gfile.GFile(path) as f:
-          data_iterator.seek(json.load(f))
-      else:
-        if not tf.io.gfile.exists(path + '.index'):
-          raise FileNotFoundError(f'no data-iterator state at {path}')
-        tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
+      read_data_position(self._data_path(step), data_iterator)
     except Exception as e:  # noqa: BLE001
       logging.warning('step %d: parameters and optimizer state restored, but the data '
                       'position cannot be (%s: %s); the data stream restarts from its '
@@ -162,6 +147,32 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def write_data_position(path: str, data_iterator) -> None:
+  """The stream's position into folder `path`: an index-sampled stream's few integers
+  (data/train_stream.py), else tf.data's iterator state."""
+  if hasattr(data_iterator, 'position'):
+    tf.io.gfile.makedirs(path)
+    with tf.io.gfile.GFile(os.path.join(path, POSITION_FILE), 'w') as f:
+      json.dump(data_iterator.position(), f)
+  else:
+    tf.train.Checkpoint(iterator=data_iterator).write(os.path.join(path, 'iterator'))
+
+
+def read_data_position(path: str, data_iterator) -> None:
+  """Moves the stream to the position `write_data_position` wrote into `path`."""
+  if hasattr(data_iterator, 'seek'):
+    path = os.path.join(path, POSITION_FILE)
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f'no data position at {path}')
+    with tf.io.gfile.GFile(path) as f:
+      data_iterator.seek(json.load(f))
+  else:
+    path = os.path.join(path, 'iterator')
+    if not tf.io.gfile.exists(path + '.index'):
+      raise FileNotFoundError(f'no data-iterator state at {path}')
+    tf.train.Checkpoint(iterator=data_iterator).read(path).assert_consumed()
 
 
 def checkpoints_directory(workdir: str) -> str:
