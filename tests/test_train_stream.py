@@ -193,3 +193,21 @@ def test_train_py_resumes_the_index_stream_bit_equal(shapes_array_record, tmp_pa
   resumed = run(str(part), data_dir, *data)
   assert 'resuming at step 8' in resumed.stderr
   assert checksum(resumed.stderr) == checksum(out.stderr)
+
+
+def test_ground_truth_and_browser_read_array_record_as_tfrecord(shapes_array_record,
+                                                                shapes_tfds):
+  from fcos_jax.analysis import dataset_browser
+  from fcos_jax.evaluation import coco_data
+  gts, examples = [], []
+  for dataset in (shapes_array_record, shapes_tfds):
+    builder = ip.get_builder(data_config(*dataset))
+    gts.append(coco_data.ground_truth_from_tfds(builder, 'validation',
+                                                ip.dataset_categories(data_config(*dataset))))
+    examples.append(list(dataset_browser.split_examples(data_config(*dataset), 'train')))
+  assert gts[0] == gts[1] and len(gts[0]['annotations']) > 0
+  assert len(examples[0]) == len(examples[1]) == 24
+  for x, y in zip(*examples):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])

@@ -28,7 +28,6 @@ def split_examples(data_config, split: str, *, class_names: Sequence[str] = (),
   """The split's examples in stored order: 'image' (uint8, if `decode`), 'boxes' [K, 4] in
   pixels (x0, y0, x1, y1), 'labels', 'crowd', 'image_id', 'file_name', 'size' (h, w). Only
   those holding a box of one of `class_names` and with an id in `image_ids`, when given."""
-  import tensorflow_datasets as tfds
   builder = input_pipeline.get_builder(data_config)
   names = builder.info.features['objects']['label'].names
   unknown = [c for c in class_names if c not in names]
@@ -38,8 +37,8 @@ def split_examples(data_config, split: str, *, class_names: Sequence[str] = (),
                            f'({", ".join(names)})')
   wanted_labels = {names.index(c) for c in class_names}
   wanted_ids = set(image_ids)
-  decoders = None if decode else {'image': tfds.decode.SkipDecoding()}
-  for ex in tfds.as_numpy(builder.as_dataset(split, decoders=decoders)):
+  for ex in input_pipeline.read_examples(builder, split, decode_images=decode
+                                         ).as_numpy_iterator():
     o = ex['objects']
     if wanted_ids and int(ex['image/id']) not in wanted_ids:
       continue

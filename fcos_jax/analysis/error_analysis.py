@@ -37,7 +37,7 @@ def pictures(config, gt: Dict[str, Any], results: Sequence[Dict[str, Any]], *,
   from fcos_jax import visualize
   from fcos_jax.data import input_pipeline
   builder = input_pipeline.get_builder(config.data)
-  ds = builder.as_dataset(split=split or config.data.eval_split, shuffle_files=False)
+  ds = input_pipeline.read_examples(builder, split or config.data.eval_split, decode_images=True)
   names = {c['id']: c['name'] for c in gt['categories']}
   labels = {c['id']: i for i, c in enumerate(gt['categories'])}
   out = []

@@ -128,6 +128,15 @@ def _read(builder, split, shuffle_seed=None) -> tf.data.Dataset:
                             decoders={'image': tfds.decode.SkipDecoding()})
 
 
+def read_examples(builder, split, decode_images: bool = False) -> tf.data.Dataset:
+  """The examples of `split` in order, as `builder.as_dataset` gives them, for TFRecord and
+  ArrayRecord alike; images left encoded unless `decode_images` (the pipeline's decoder)."""
+  ds = _read(builder, split)
+  if decode_images:
+    ds = ds.map(lambda ex: dict(ex, image=_decode(ex)), num_parallel_calls=tf.data.AUTOTUNE)
+  return ds
+
+
 def with_shape(num_buckets):
   """Adds '_hw' (from the image header, nothing decoded) and its aspect '_bucket'."""
   def fn(ex):

@@ -24,8 +24,7 @@ class DetectionsFileError(errors.DataError):
 def ground_truth_from_tfds(builder, split: str,
                            categories: categories_lib.Categories) -> Dict[str, Any]:
   """COCO-format ground truth of a TFDS split (absolute [x, y, w, h] boxes, areas, crowd)."""
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds_skip_decoding()})
+  ds = input_pipeline.read_examples(builder, split)
   ds = ds.map(lambda ex: dict(ex, _hw=image_shape_from_header(ex['image'])))
   images, annotations = [], []
   next_id = 1
@@ -104,11 +103,6 @@ def repair_ground_truth(gt: Dict[str, Any], path: str) -> Dict[str, Any]:
     logging.warning('%s: annotations without %s', path,
                     ', '.join(f'{k}: {n}' for k, n in repaired.items()))
   return dict(gt, annotations=annotations)
-
-
-def tfds_skip_decoding():
-  import tensorflow_datasets as tfds
-  return tfds.decode.SkipDecoding()
 
 
 def coco_result(image_id: int, category_id: int, box_xyxy: Sequence[float], score: float
