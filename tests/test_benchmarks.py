@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -127,3 +129,15 @@ def test_bench_vs_torchvision_float32_and_bfloat16():
   assert 'bfloat16 speedup' in table and 'bfloat16: XLA' in table
   gb = bench.peak_rss_gb('tv', 'train_r18', 'bfloat16', ['--size=64,64', '--batch=2'])
   assert 0.1 < gb < 50
+
+
+@pytest.mark.slow  # two conversions through the real program, one on two Beam workers
+def test_conversion_rate_times_both_modes(tmp_path):
+  pytest.importorskip('apache_beam')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.conversion_rate', '--images=4',
+                        '--rounds=1', f'--data_dir={tmp_path}'], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [line for line in out.stdout.splitlines() if line.startswith(('single', 'Beam'))]
+  assert len(rows) == 2 and all(float(r.split()[-3]) > 0 for r in rows), out.stdout

@@ -421,3 +421,68 @@ def test_command_is_quiet_and_summarizes_per_split(tmp_path):
   assert report['splits'] == {'train': {'images': 6, 'boxes': 1},
                               'validation': {'images': 6, 'boxes': 6}}
   assert f'every item: {data_dir}/atomic/1.0.0/conversion_report.json' in out.stdout
+
+
+def test_images_and_annotations_on_another_filesystem(tmp_path, shapes_coco, shapes_tfds):
+  """gs:// and the like go through tf.io.gfile (here TensorFlow's in-memory ram:// filesystem):
+  the same examples as the local conversion of the same files, a missing image counted, a file
+  name leaving the folder reported."""
+  import tensorflow as tf
+  from fcos_jax.data import input_pipeline
+  remote = f'ram://{tmp_path.name}'
+  for split in ('train', 'validation'):
+    tf.io.gfile.makedirs(f'{remote}/images/{split}')
+    for name in os.listdir(f'{shapes_coco}/images/{split}'):
+      tf.io.gfile.copy(f'{shapes_coco}/images/{split}/{name}', f'{remote}/images/{split}/{name}')
+    tf.io.gfile.copy(f'{shapes_coco}/annotations/{split}.json',
+                     f'{remote}/annotations/{split}.json')
+  splits = {split: (f'{remote}/annotations/{split}.json', f'{remote}/images/{split}')
+            for split in ('train', 'validation')}
+  report = coco_conversion.convert('shapes', str(tmp_path / 'tfds'), splits)
+  assert set(report.counts) <= {'image_without_boxes'}, report.counts  # as the local files
+  for split in ('train', 'validation'):
+    got, want = ([(ex['image/id'], ex['image'], ex['objects']['bbox'].tolist(),
+                   ex['objects']['label'].tolist()) for ex in input_pipeline.read_examples(
+                       tfds.builder(name, data_dir=data_dir), split).as_numpy_iterator()]
+                 for name, data_dir in (('shapes', str(tmp_path / 'tfds')), shapes_tfds))
+    assert got == want and len(got) > 0
+
+  data = json.loads(tf.io.gfile.GFile(f'{remote}/annotations/train.json').read())
+  tf.io.gfile.copy(f'{remote}/images/train/' + data['images'][0]['file_name'],
+                   f'{remote}/images/outside.jpg')
+  data['images'][0]['file_name'] = '../outside.jpg'
+  data['images'][1]['file_name'] = 'gone.jpg'
+  with tf.io.gfile.GFile(f'{remote}/bad.json', 'w') as f:
+    f.write(json.dumps(data))
+  report = coco_conversion.convert('bad', str(tmp_path / 'tfds'), {
+      'train': (f'{remote}/bad.json', f'{remote}/images/train')})
+  assert report.counts['missing_file'] == 1
+  assert report.counts['file_outside_images'] == 1
+  with pytest.raises(coco_conversion.ConversionError, match='annotation file not found'):
+    coco_conversion.convert('none', str(tmp_path / 'tfds'), {
+        'train': (f'{remote}/nothing.json', f'{remote}/images/train')})
+
+
+def test_output_folder_on_another_filesystem_is_swapped_in_by_copies():
+  """A data_dir on gs:// and the like: the finished staging folder is copied into place (object
+  stores have no folder rename), an earlier conversion removed only after that, and an existing
+  one refused without --overwrite (TensorFlow's ram:// filesystem; TFDS itself writes there
+  through etils.epath, which knows gs:// but not ram://, so the whole conversion is not run)."""
+  import tensorflow as tf
+  root = 'ram://swap_test'
+  for folder, text in (('old', 'earlier'), ('staging', 'new')):
+    tf.io.gfile.makedirs(f'{root}/{folder}/sub')
+    for name in ('a.json', 'sub/b.tfrecord'):
+      with tf.io.gfile.GFile(f'{root}/{folder}/{name}', 'w') as f:
+        f.write(f'{text} {name}')
+  out = coco_conversion._check_output('d', root, '1.0.0', overwrite=False)
+  tf.io.gfile.makedirs(f'{root}/d')
+  coco_conversion._swap_in(f'{root}/old', out)  # a first conversion
+  with pytest.raises(coco_conversion.ConversionError, match='already holds a converted'):
+    coco_conversion._check_output('d', root, '1.0.0', overwrite=False)
+  coco_conversion._swap_in(f'{root}/staging', out)  # --overwrite
+  assert tf.io.gfile.GFile(f'{out}/sub/b.tfrecord').read() == 'new sub/b.tfrecord'
+  assert tf.io.gfile.GFile(f'{out}/a.json').read() == 'new a.json'
+  # The staging folder and the earlier conversion are gone.
+  assert [p.rstrip('/') for p in tf.io.gfile.listdir(root)] == ['d']
+  assert [p.rstrip('/') for p in tf.io.gfile.listdir(f'{root}/d')] == ['1.0.0']

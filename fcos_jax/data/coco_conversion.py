@@ -150,8 +150,8 @@ def coco_features(category_names: Sequence[str]):
 
 def load_annotation_file(path: str) -> Dict[str, Any]:
   try:
-    with open(path, encoding='utf-8-sig') as f:  # a byte-order mark is read, not refused
-      data = json.load(f)
+    # A byte-order mark is read, not refused.
+    data = json.loads(_read_bytes(path).decode('utf-8-sig'))
   except FileNotFoundError:
     raise ConversionError(f'{path}: annotation file not found') from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -189,15 +189,73 @@ def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
+def is_url(path: str) -> bool:
+  """A path of a filesystem TensorFlow reads (gs://, s3://, hdfs://, ram://), not a local one."""
+  return '://' in path
+
+
+def _read_bytes(path: str) -> bytes:
+  """A file's bytes, local or through tf.io.gfile (FileNotFoundError if there is none)."""
+  if not is_url(path):
+    with open(path, 'rb') as f:
+      return f.read()
+  import tensorflow as tf
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read()
+  except tf.errors.NotFoundError:
+    raise FileNotFoundError(path) from None
+  except tf.errors.OpError as e:  # permissions, network: as the local OSErrors are handled
+    raise OSError(f'{path}: {e.message}') from None
+
+
+def _is_file(path: str) -> bool:
+  if not is_url(path):
+    return os.path.isfile(path)
+  import tensorflow as tf
+  return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
+def is_folder(path: str) -> bool:
+  if not is_url(path):
+    return os.path.isdir(path)
+  import tensorflow as tf
+  return tf.io.gfile.isdir(path)
+
+
+def _join(folder: str, name: str) -> str:
+  """`folder`/`name`; on other filesystems with '..' resolved here (object stores take names
+  literally)."""
+  if not is_url(folder):
+    return os.path.join(folder, name)
+  import posixpath
+  scheme, _, rest = folder.partition('://')
+  return f'{scheme}://{posixpath.normpath(posixpath.join(rest, name))}'
+
+
+def _inside(path: str, folder: str) -> bool:
+  """Whether `path` lies in `folder` (after '..' and symlink-free normalization)."""
+  if is_url(path) or is_url(folder):
+    import posixpath
+    scheme, _, p = path.partition('://')
+    folder_scheme, _, f = folder.partition('://')
+    p, f = posixpath.normpath(p), posixpath.normpath(f)
+    return scheme == folder_scheme and (p == f or p.startswith(f.rstrip('/') + '/'))
+  inside = os.path.abspath(folder)
+  return os.path.commonpath([inside, os.path.abspath(path)]) == inside
+
+
 def _load_image(path: str, image_id, report: Report) -> Optional[Tuple[Any, int, int]]:
-  """(TFDS image value, height, width), or None if unusable (reported)."""
-  if not os.path.isfile(path):
+  """(TFDS image value, height, width), or None if unusable (reported). Local files are
+  passed on by path; files on other filesystems (gs://...) as the bytes read here."""
+  if not _is_file(path):
     report.add('missing_file', f'image id {image_id}: {path}')
     return None
   try:
+    encoded = _read_bytes(path) if is_url(path) else None
     with warnings.catch_warnings():  # PIL warns between 1x and 2x its limit: refused below
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      im = Image.open(path)
+      im = Image.open(path if encoded is None else io.BytesIO(encoded))
     with im:
       limit = Image.MAX_IMAGE_PIXELS
       if limit and im.size[0] * im.size[1] > limit:  # from the header: nothing decoded
@@ -213,7 +271,7 @@ def _load_image(path: str, image_id, report: Report) -> Optional[Tuple[Any, int,
       if fmt in ('JPEG', 'PNG') and mode == 'RGB':  # the input pipeline reads these headers
         if fmt == 'PNG':
           report.add('non_jpeg_image', f'image id {image_id}: {path}')
-        return path, height, width
+        return (path if encoded is None else encoded), height, width
       # Anything else is stored as decoded pixels, which TFDS encodes as PNG (lossless).
       pixels, change = image_io.to_rgb8(im)
   except Image.DecompressionBombError as e:
@@ -325,7 +383,7 @@ def image_tasks(data: Dict[str, Any], images_dir: str, categories: List[Dict[str
   images = _valid_images(data, report)
   by_image = _annotations_by_image(data, images, {c['id']: i for i, c in enumerate(categories)},
                                    report)
-  return [(images[i], os.path.join(images_dir, images[i]['file_name']), by_image.get(i, []))
+  return [(images[i], _join(images_dir, images[i]['file_name']), by_image.get(i, []))
           for i in sorted(images)]
 
 
@@ -334,10 +392,9 @@ def image_example(task, images_dir: str, report: Report
   """(key, example) of one image task, or None if the image is unusable (reported)."""
   im, path, anns = task
   image_id = im['id']
-  inside = os.path.abspath(images_dir)
-  if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
+  if not _inside(path, images_dir):
     report.add('file_outside_images', f'image id {image_id}: {im["file_name"]!r} read from '
-               f'{os.path.normpath(path)}')
+               f'{path if is_url(path) else os.path.normpath(path)}')
   loaded = _load_image(path, image_id, report)
   if loaded is not None:
     value, height, width = loaded
@@ -376,18 +433,76 @@ def _check_output(name: str, data_dir: str, version: str, overwrite: bool) -> st
   """The target folder; refuses to replace an existing conversion unless asked and fails early
   if data_dir cannot be written."""
   out = os.path.join(data_dir, name, version)
-  if os.path.exists(out) and not overwrite:
+  if _exists(out) and not overwrite:
     raise ConversionError(f'{out} already holds a converted dataset; pass --overwrite to '
                           'replace it (or choose another --name / --data_dir)')
+  probe = os.path.join(data_dir, f'.fcos_jax_write_test_{os.getpid()}')
   try:
-    os.makedirs(data_dir, exist_ok=True)
-    probe = os.path.join(data_dir, f'.fcos_jax_write_test_{os.getpid()}')
-    with open(probe, 'w'):
-      pass
-    os.remove(probe)
+    _write_text(probe, '')
+    _remove(probe)
   except OSError as e:
-    raise ConversionError(f'{data_dir}: output folder cannot be written ({e.strerror})') from None
+    raise ConversionError(f'{data_dir}: output folder cannot be written '
+                          f'({e.strerror or e})') from None
   return out
+
+
+# The output side on local disk (os: atomic renames) or elsewhere (gs://...: tf.io.gfile).
+def _exists(path: str) -> bool:
+  if not is_url(path):
+    return os.path.exists(path)
+  import tensorflow as tf
+  return tf.io.gfile.exists(path)
+
+
+def _write_text(path: str, text: str) -> None:
+  if not is_url(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+      f.write(text)
+    return
+  import tensorflow as tf
+  try:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, 'w') as f:
+      f.write(text)
+  except tf.errors.OpError as e:
+    raise OSError(f'{path}: {e.message}') from None
+
+
+def _remove(path: str) -> None:
+  if not is_url(path):
+    os.remove(path)
+    return
+  import tensorflow as tf
+  tf.io.gfile.remove(path)
+
+
+def _rmtree(path: str) -> None:
+  """Removes a folder if there is one (errors ignored: only staging folders come here)."""
+  if not is_url(path):
+    shutil.rmtree(path, ignore_errors=True)
+    return
+  import tensorflow as tf
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(path)
+  except tf.errors.OpError:
+    pass
+
+
+def _move(src: str, dst: str) -> None:
+  """A folder moved: a rename on local disk; elsewhere (object stores have no folder rename)
+  every file copied, then the source removed."""
+  if not is_url(src):
+    os.rename(src, dst)
+    return
+  import tensorflow as tf
+  for folder, _, files in tf.io.gfile.walk(src):
+    target = dst + folder[len(src):]
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
+  tf.io.gfile.rmtree(src)
 
 
 def _counted(split: str, examples: Iterator, report: Report) -> Iterator:
@@ -420,16 +535,19 @@ def _quiet_tfds():
 
 def _swap_in(built: str, out: str) -> None:
   """Moves the finished conversion to `out`; an earlier one there is removed only after the
-  new one is in place (renames within one folder)."""
-  os.makedirs(os.path.dirname(out), exist_ok=True)
+  new one is in place (renames within one folder on local disk)."""
+  if not is_url(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
   old = None
-  if os.path.exists(out):
-    old = f'{out}.replaced-{os.getpid()}'
-    os.rename(out, old)
-  os.rename(built, out)
+  if _exists(out):
+    # Not '{out}.replaced': a name that `out` is no prefix of (object stores and TF's ram://
+    # delete a folder by name prefix).
+    old = os.path.join(os.path.dirname(out), f'.replaced-{os.path.basename(out)}-{os.getpid()}')
+    _move(out, old)
+  _move(built, out)
   if old:
     logging.warning('--overwrite: replaced the earlier conversion in %s', out)
-    shutil.rmtree(old, ignore_errors=True)
+    _rmtree(old)
 
 
 def convert(name: str, data_dir: str, splits: Dict[str, Tuple[str, str]],
@@ -474,7 +592,7 @@ def convert_records(name: str, data_dir: str,
   Apache Beam instead (a `beam_conversion.BeamConversion`); the output is the same."""
   import tensorflow_datasets as tfds
   for data, images_dir, _ in loaded.values():
-    if not os.path.isdir(images_dir):
+    if not is_folder(images_dir):
       raise ConversionError(f'{images_dir}: image folder not found')
   out = _check_output(name, data_dir, version, overwrite)
 
@@ -510,16 +628,15 @@ def convert_records(name: str, data_dir: str,
                               f'converted ({reasons}); nothing was written') from None
       raise
     built = str(builder.data_dir)
-    with open(os.path.join(built, 'categories.json'), 'w') as f:
-      json.dump(categories, f, indent=1)
-    with open(os.path.join(built, 'conversion_report.json'), 'w') as f:
-      json.dump(report.to_json(), f, indent=1)
+    _write_text(os.path.join(built, 'categories.json'), json.dumps(categories, indent=1))
+    _write_text(os.path.join(built, 'conversion_report.json'),
+                json.dumps(report.to_json(), indent=1))
     _swap_in(built, out)
     report.path = os.path.join(out, 'conversion_report.json')
   finally:  # success, failure or Ctrl-C: the staging folders go
     for examples in split_data.values():
       if hasattr(examples, 'close'):
         examples.close()
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(staging + '.items', ignore_errors=True)
+    _rmtree(staging)
+    _rmtree(staging + '.items')
   return report
