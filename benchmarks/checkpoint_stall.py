@@ -22,7 +22,6 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from fcos_jax.configs import coco  # noqa: E402
 from fcos_jax.data import mock_coco, train_stream  # noqa: E402
