@@ -55,10 +55,10 @@ def open_train_stream(data_config, batch_size: int, *, seed: int, process_index:
   builder = input_pipeline.get_builder(data_config)
   sampler = resolve_sampler(data_config, builder)
   if process_index == 0:
-    logging.info('training data: %s sampler (%s)', sampler,
-                 'position checkpointed as a few integers' if sampler == 'index' else
-                 "tf.data iterator state checkpointed; ArrayRecord records allow "
-                 "config.data.sampler='index'")
+    logging.info('training data: %s', 'index sampler over ArrayRecord (its position in a '
+                 'checkpoint: a few integers)' if sampler == 'index' else 'shuffle buffers over '
+                 'TFRecord (their tf.data state goes into each checkpoint; ArrayRecord data '
+                 'would need a few integers)')
   if sampler == 'buffer':
     return iter(input_pipeline.create_train_dataset(
         data_config, batch_size, seed=seed, process_index=process_index,
