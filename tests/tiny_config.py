@@ -32,6 +32,7 @@ def get_config():
   config.ema_decay = 0.9  # so the resume and multi-device tests cover the moving average
   o = config.optimizer
   o.scale_schedule_with_batch = False  # 12 steps of 4, not the 3 steps of 16 they would be
+  o.base_lr = 2e-3  # the tests' learning rate, whatever the demo's
   o.warmup_steps = 2
   o.decay_steps = (10,)
   return config

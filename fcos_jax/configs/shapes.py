@@ -40,7 +40,7 @@ def get_config():
   config.num_train_steps = 2000
   o = config.optimizer
   o.name = 'adamw'
-  o.base_lr = 2e-3
+  o.base_lr = 4e-3                    # 2e-3 gave AP 0.5831 at these steps, 4e-3 0.6120
   o.base_batch_size = 16
   o.weight_decay = 1e-4
   o.bias_lr_factor = 1.0
