@@ -5,8 +5,8 @@ Prepares `coco/2017` with TFDS's own builder from COCO-sized generated JPEGs (ab
 ArrayRecord for 'index'), builds the COCO config's training stream (shuffle buffer 1000 per
 aspect bucket for 'buffer', shorter side 800, batch --batch per host), reads --batches batches,
 then writes the data position as `Checkpointer.save` does (`checkpoints.write_data_position`,
-before the asynchronous orbax save: the loop waits for it): tf.data's iterator state for 'buffer', position.json for
-'index'. Reports the size on disk, the write time, the restore time, the time to the first
+before the asynchronous orbax save: the loop waits for it): tf.data's iterator state for
+'buffer', position.json for 'index'. Reports the size on disk, the write time, the restore time, the time to the first
 batch after the restore, and whether the restored stream yields the batch the original does next.
 
   python -m benchmarks.checkpoint_stall [--images 1200 --batch 16 --batches 4]
