@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -195,30 +194,24 @@ def is_url(path: str) -> bool:
 
 
 def _read_bytes(path: str) -> bytes:
-  """A file's bytes, local or through tf.io.gfile (FileNotFoundError if there is none)."""
-  if not is_url(path):
-    with open(path, 'rb') as f:
-      return f.read()
+  """A file's bytes, local or elsewhere (FileNotFoundError if there is none; other failures
+  as OSError, like a local file's)."""
   import tensorflow as tf
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
       return f.read()
   except tf.errors.NotFoundError:
     raise FileNotFoundError(path) from None
-  except tf.errors.OpError as e:  # permissions, network: as the local OSErrors are handled
+  except tf.errors.OpError as e:
     raise OSError(f'{path}: {e.message}') from None
 
 
 def _is_file(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isfile(path)
   import tensorflow as tf
   return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
 def is_folder(path: str) -> bool:
-  if not is_url(path):
-    return os.path.isdir(path)
   import tensorflow as tf
   return tf.io.gfile.isdir(path)
 
@@ -446,20 +439,13 @@ def _check_output(name: str, data_dir: str, version: str, overwrite: bool) -> st
   return out
 
 
-# The output side on local disk (os: atomic renames) or elsewhere (gs://...: tf.io.gfile).
+# The output side, through tf.io.gfile (local disk, gs://, ...); folders are moved by `_move`.
 def _exists(path: str) -> bool:
-  if not is_url(path):
-    return os.path.exists(path)
   import tensorflow as tf
   return tf.io.gfile.exists(path)
 
 
 def _write_text(path: str, text: str) -> None:
-  if not is_url(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-      f.write(text)
-    return
   import tensorflow as tf
   try:
     tf.io.gfile.makedirs(os.path.dirname(path))
@@ -470,18 +456,12 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _remove(path: str) -> None:
-  if not is_url(path):
-    os.remove(path)
-    return
   import tensorflow as tf
   tf.io.gfile.remove(path)
 
 
 def _rmtree(path: str) -> None:
   """Removes a folder if there is one (errors ignored: only staging folders come here)."""
-  if not is_url(path):
-    shutil.rmtree(path, ignore_errors=True)
-    return
   import tensorflow as tf
   try:
     if tf.io.gfile.exists(path):

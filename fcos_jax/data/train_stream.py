@@ -77,8 +77,7 @@ class IndexedBatches:
 
   def __init__(self, data_config, batch_size: int, *, seed: int, process_index: int,
                process_count: int, label_map: Optional[Sequence[int]] = None,
-               builder: Optional[tfds.core.DatasetBuilder] = None,
-               bucket_weights: Optional[Sequence[float]] = None):
+               builder: Optional[tfds.core.DatasetBuilder] = None):
     builder = builder or input_pipeline.get_builder(data_config)
     self._config, self._batch_size, self._seed = data_config, batch_size, seed
     self._process = (process_index, process_count)
@@ -91,9 +90,8 @@ class IndexedBatches:
       raise errors.DataError(f'{builder.name} split {data_config.train_split!r} has '
                              f'{self._records} records, fewer than the {process_count} processes')
     self._shapes = sizes.train_shapes(data_config)
-    if bucket_weights is None:
-      bucket_weights = input_pipeline.checked_bucket_fractions(builder, data_config)
-    self._weights = np.asarray(bucket_weights, np.float64)
+    self._weights = np.asarray(input_pipeline.checked_bucket_fractions(builder, data_config),
+                               np.float64)
     self._step = 0
     self._next = [0] * len(self._shapes)
     # The running tf.data iterator, held in a list that a finalizer empties at exit: an
@@ -147,19 +145,17 @@ class IndexedBatches:
     while True:
       epoch, offset = divmod(pos, n)
       order = self._epoch_order(bucket, epoch)
-      while offset < n:
-        chunk = order[offset:offset + input_pipeline.READ_CHUNK]
+      for first in range(offset, n, input_pipeline.READ_CHUNK):
+        chunk = order[first:first + input_pipeline.READ_CHUNK]
         wanted = [i for i, index in enumerate(chunk)
                   if self._known.get(int(index), (bucket, True)) == (bucket, True)]
-        records = self._source.__getitems__([int(chunk[i]) for i in wanted])
-        for i, record in zip(wanted, records):
+        for i, record in zip(wanted, input_pipeline.read_records(self._source, chunk[wanted])):
           index = int(chunk[i])
           if index not in self._known:
             self._known[index] = self._eligible(record)
           if self._known[index] in ((bucket, True), None):
-            yield record, pos + i
-        offset += len(chunk)
-        pos += len(chunk)
+            yield record, epoch * n + first + i
+      pos = (epoch + 1) * n
 
   def _eligible(self, record: bytes) -> Optional[tuple]:
     """(bucket, has a box to train on) of a record from its image header (PIL, nothing
